@@ -1,0 +1,51 @@
+# Two commands matter: `make demo` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# Debian packages the test suite needs (real peers: brokers, serial lines, ...).
+TEST_APT_PACKAGES :=
+
+.PHONY: demo test lint typecheck unit proto clean venv
+
+$(VENV)/.base:
+	@bash tools/ensure-python.sh "$(PYTHON)"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@touch $@
+
+$(VENV)/.run: $(VENV)/.base pyproject.toml
+	$(PY) -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.base pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@ $(VENV)/.run
+
+venv: $(VENV)/.run
+
+## demo: the embedded stack (agent on crds/samples), live device table, Ctrl-C to stop.
+demo: $(VENV)/.run
+	$(VENV)/bin/mapper up --devices crds/samples
+
+## test: install what the tests need (Debian packages included), lint, type-check, run the suite.
+test: $(VENV)/.dev
+	@bash tools/ensure-apt.sh $(TEST_APT_PACKAGES)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest
+
+unit: $(VENV)/.dev
+	$(VENV)/bin/pytest -x -q
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+
+typecheck: $(VENV)/.dev
+	$(VENV)/bin/mypy
+
+## proto: regenerate dmi/v1beta1 stubs after editing api.proto.
+proto: $(VENV)/.dev
+	$(PY) tools/gen_proto.py
+
+clean:
+	rm -rf $(VENV) .mapper .pytest_cache .mypy_cache .ruff_cache *.egg-info

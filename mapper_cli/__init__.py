@@ -1,0 +1,1 @@
+"""The ``mapper`` command line. It sits on top of everything; nothing imports it."""
