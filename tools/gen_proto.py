@@ -17,8 +17,8 @@ PROTO = Path("dmi/v1beta1/api.proto")
 
 def generate(out_root: Path) -> list[Path]:
     """Run protoc (from grpcio-tools) and return the files it wrote."""
-    from grpc_tools import protoc  # dev-only dependency
     import grpc_tools
+    from grpc_tools import protoc  # dev-only dependency
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     out_root.mkdir(parents=True, exist_ok=True)

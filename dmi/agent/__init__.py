@@ -1,0 +1,1 @@
+"""The edge agent: the DMI ``DeviceManagerService`` that edgecore normally provides."""

@@ -1,0 +1,165 @@
+"""The edge agent process: store + CR source + dispatcher + DeviceManagerService on a Unix socket."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import grpc
+
+from dmi.agent import sockets
+from dmi.agent.dispatcher import MAX_MESSAGE, Dispatcher
+from dmi.agent.folder_source import Contents, FolderSource
+from dmi.agent.inventory import Inventory, diff
+from dmi.agent.ratelimit import TokenBucket
+from dmi.agent.service import DeviceManager
+from dmi.agent.store import AgentStore
+from dmi.anypack import Packing
+from dmi.resources import ObjectKey, is_kind, parse_device, parse_model
+from dmi.v1beta1 import api_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+StatusTarget = Literal["devicestatus", "device"]
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    socket: Path = sockets.DEFAULT_DMI_SOCKET
+    state_dir: Path = Path("/var/lib/kubeedge-mapper")
+    devices_dir: Path | None = None
+    packing: Packing = "edgecore"
+    rate_limit: tuple[float, int] | None = None
+    poll_interval: float = 1.0
+    call_timeout: float = 5.0
+    # Where reported twins show: a DeviceStatus object (KubeEdge >= 1.23) or the Device's .status (older).
+    status_target: StatusTarget = "devicestatus"
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "agent.db"
+
+
+class Agent:
+    """Create, ``await start()``, then ``await stop()``; ``inventory`` is the current snapshot."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.socket_path = sockets.resolve_socket(config.socket)
+        self.store = AgentStore(config.db_path)
+        self.dispatcher = Dispatcher(call_timeout=config.call_timeout)
+        self.inventory = Inventory()
+        self.limiter = TokenBucket(*config.rate_limit) if config.rate_limit else None
+        self.service = DeviceManager(self.store, self.dispatcher, lambda: self.inventory, self.limiter, self._changed)
+        self._server: grpc.aio.Server | None = None
+        self._source: FolderSource | None = None
+        self._listeners: list[Callable[[], None]] = []
+        self._sync_tasks: set[asyncio.Task[None]] = set()
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Called (on the loop) after any change of twins, states, mappers or inventory."""
+        self._listeners.append(callback)
+
+    def _changed(self) -> None:
+        for callback in self._listeners:
+            callback()
+
+    async def start(self) -> None:
+        self.store.start()
+        await self.store.set_meta("status_target", self.config.status_target)
+        # Start from what was served last time: changes made while the agent was down reach the mappers.
+        self.inventory = self._cached_inventory()
+        for record in self.store.mappers():
+            if record.with_data and record.address:
+                await self.dispatcher.attach(record)
+        if self.config.devices_dir is not None:
+            self._source = FolderSource(self.config.devices_dir, self._apply, self.config.poll_interval)
+            self._apply(await asyncio.to_thread(self._source.load))
+        await self._serve()
+        if self._source is not None:
+            self._source.start()
+
+    def _cached_inventory(self) -> Inventory:
+        models, devices = [], []
+        for row in self.store.resources():
+            if is_kind(row.doc, "DeviceModel"):
+                models.append(parse_model(row.doc))
+            elif is_kind(row.doc, "Device"):
+                devices.append(parse_device(row.doc))
+        return Inventory.build(models, devices, self.config.packing)
+
+    def _apply(self, contents: Contents) -> None:
+        new = Inventory.build(contents.models, contents.devices, self.config.packing)
+        old, self.inventory = self.inventory, new
+        ops = diff(old, new)
+        for entry in new.undeliverable():
+            log.warning(
+                "device %s waits for DeviceModel %s: not sent to any mapper until it exists",
+                entry.resource.key,
+                entry.resource.model_key,
+            )
+        if ops:
+            log.info("CR change: %s", "; ".join(str(op) for op in ops))
+        self.dispatcher.submit(ops)
+        task = asyncio.get_running_loop().create_task(self._sync_cache(old, new))
+        self._sync_tasks.add(task)
+        task.add_done_callback(self._sync_tasks.discard)
+        self._changed()
+
+    async def _sync_cache(self, old: Inventory, new: Inventory) -> None:
+        upserts: list[tuple[str, ObjectKey, dict[str, object]]] = []
+        deletes: list[tuple[str, ObjectKey]] = []
+        for key, m in new.models.items():
+            if key not in old.models or old.models[key].resource.document != m.resource.document:
+                upserts.append(("DeviceModel", key, dict(m.resource.document)))
+        for key, d in new.devices.items():
+            if key not in old.devices or old.devices[key].resource.document != d.resource.document:
+                upserts.append(("Device", key, dict(d.resource.document)))
+        deletes += [("DeviceModel", k) for k in old.models if k not in new.models]
+        deletes += [("Device", k) for k in old.devices if k not in new.devices]
+        if upserts or deletes:
+            await self.store.sync_resources(upserts, deletes, int(time.time() * 1000))
+
+    async def _serve(self) -> None:
+        sockets.claim_socket(self.socket_path)
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE),
+                ("grpc.max_send_message_length", MAX_MESSAGE),
+            ]
+        )
+        api_pb2_grpc.add_DeviceManagerServiceServicer_to_server(self.service, server)
+        with sockets.private_umask():
+            server.add_insecure_port(f"unix:{self.socket_path}")
+            await server.start()
+        sockets.restrict(self.socket_path)
+        self._server = server
+        log.info("DeviceManagerService listening on %s", self.socket_path)
+
+    async def reload(self) -> None:
+        """Re-read the CR folder now (tests and SIGHUP)."""
+        if self._source is not None:
+            self._apply(await asyncio.to_thread(self._source.load))
+
+    async def settle(self) -> None:
+        """Wait until every queued mapper call and cache write is done (tests)."""
+        await self.dispatcher.wait_idle()
+        if self._sync_tasks:
+            await asyncio.gather(*self._sync_tasks)
+
+    async def stop(self) -> None:
+        if self._source is not None:
+            await self._source.stop()
+        if self._server is not None:
+            await self._server.stop(grace=1.0)
+            self._server = None
+        await self.dispatcher.close()
+        if self._sync_tasks:
+            await asyncio.gather(*self._sync_tasks, return_exceptions=True)
+        await self.store.close()
+        self.socket_path.unlink(missing_ok=True)

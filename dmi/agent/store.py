@@ -1,0 +1,349 @@
+"""Durable agent state in SQLite (WAL): twins, device states, mappers and the CRs last served.
+
+Writes go through one writer thread that commits whatever has queued up in a
+single transaction (group commit) and only then resolves the callers' futures,
+so an acknowledged report is always on disk: WAL with ``synchronous=NORMAL``
+survives a killed process (only an OS crash or power cut can lose the tail).
+Readers (the CLI, start-up) use their own connections; WAL lets them read while
+the agent writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dmi.resources import ObjectKey
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS twins (
+    namespace TEXT NOT NULL, device TEXT NOT NULL, property TEXT NOT NULL,
+    reported_value TEXT, reported_meta TEXT, reported_ms INTEGER,
+    desired_value TEXT, desired_meta TEXT, desired_ms INTEGER,
+    PRIMARY KEY (namespace, device, property)
+);
+CREATE TABLE IF NOT EXISTS device_state (
+    namespace TEXT NOT NULL, device TEXT NOT NULL,
+    state TEXT NOT NULL, state_ms INTEGER NOT NULL, last_online_time TEXT,
+    PRIMARY KEY (namespace, device)
+);
+CREATE TABLE IF NOT EXISTS mappers (
+    name TEXT PRIMARY KEY, protocol TEXT NOT NULL, address TEXT NOT NULL,
+    version TEXT NOT NULL, api_version TEXT NOT NULL, with_data INTEGER NOT NULL,
+    registered_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS resources (
+    kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+    doc TEXT NOT NULL, updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (kind, namespace, name)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_TWIN_UPSERT = """
+INSERT INTO twins (namespace, device, property, reported_value, reported_meta, reported_ms,
+                   desired_value, desired_meta, desired_ms)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (namespace, device, property) DO UPDATE SET
+    reported_value = COALESCE(excluded.reported_value, twins.reported_value),
+    reported_meta  = COALESCE(excluded.reported_meta, twins.reported_meta),
+    reported_ms    = COALESCE(excluded.reported_ms, twins.reported_ms),
+    desired_value  = COALESCE(excluded.desired_value, twins.desired_value),
+    desired_meta   = COALESCE(excluded.desired_meta, twins.desired_meta),
+    desired_ms     = COALESCE(excluded.desired_ms, twins.desired_ms)
+"""
+
+_STATE_UPSERT = """
+INSERT INTO device_state (namespace, device, state, state_ms, last_online_time) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (namespace, device) DO UPDATE SET
+    state = excluded.state, state_ms = excluded.state_ms,
+    last_online_time = COALESCE(excluded.last_online_time, device_state.last_online_time)
+"""
+
+
+@dataclass(frozen=True)
+class TwinWrite:
+    """One twin of a report. ``None`` leaves that side as it was."""
+
+    property: str
+    reported_value: str | None
+    reported_meta: dict[str, str] | None
+    desired_value: str | None
+    desired_meta: dict[str, str] | None
+
+
+@dataclass(frozen=True)
+class TwinRow:
+    property: str
+    reported_value: str | None
+    reported_meta: dict[str, str]
+    reported_ms: int | None
+    desired_value: str | None
+    desired_meta: dict[str, str]
+    desired_ms: int | None
+
+
+@dataclass(frozen=True)
+class StateRow:
+    state: str
+    state_ms: int
+    last_online_time: str | None
+
+
+@dataclass(frozen=True)
+class MapperRecord:
+    name: str
+    protocol: str
+    address: str
+    version: str = ""
+    api_version: str = ""
+    with_data: bool = True
+    registered_ms: int = 0
+
+
+@dataclass(frozen=True)
+class ResourceRow:
+    kind: str
+    namespace: str
+    name: str
+    doc: dict[str, Any]
+    updated_ms: int
+
+
+Job = Callable[[sqlite3.Connection], object]
+
+
+def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+class AgentStore:
+    """The agent's durable state. Create, then ``start()`` inside the event loop."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = connect(path)
+        self._conn.executescript(SCHEMA)
+        # Reads never share the writer's connection: they must not see a group mid-commit.
+        self._reader = connect(path)
+        self._jobs: queue.SimpleQueue[tuple[Job, asyncio.Future[None]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.commits = 0
+        self.jobs_committed = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._writer, name="agent-store-writer", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        self._conn.close()
+        self._reader.close()
+
+    # ------------------------------------------------------------------ writer
+    def _writer(self) -> None:
+        conn = self._conn
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < 2000:
+                try:
+                    item = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            results = self._commit(conn, batch)
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(_resolve, results)
+            if stop:
+                return
+
+    def _commit(
+        self, conn: sqlite3.Connection, batch: list[tuple[Job, asyncio.Future[None]]]
+    ) -> list[tuple[asyncio.Future[None], BaseException | None]]:
+        try:
+            conn.execute("BEGIN")
+            for job, _ in batch:
+                job(conn)
+            conn.execute("COMMIT")
+            self.commits += 1
+            self.jobs_committed += len(batch)
+            return [(fut, None) for _, fut in batch]
+        except sqlite3.Error:
+            conn.execute("ROLLBACK")
+        # One job spoiled the group: commit the others one by one so only it fails.
+        out: list[tuple[asyncio.Future[None], BaseException | None]] = []
+        for job, fut in batch:
+            try:
+                conn.execute("BEGIN")
+                job(conn)
+                conn.execute("COMMIT")
+                out.append((fut, None))
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                log.error("store write failed: %s", exc)
+                out.append((fut, exc))
+        self.commits += 1
+        return out
+
+    async def _submit(self, job: Job) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._jobs.put((job, fut))
+        await fut
+
+    # ------------------------------------------------------------------ writes
+    async def write_twins(self, key: ObjectKey, twins: Sequence[TwinWrite], received_ms: int) -> None:
+        """Merge a report's twins; returns once they are committed."""
+        rows = [
+            (
+                key.namespace,
+                key.name,
+                t.property,
+                t.reported_value,
+                _dump(t.reported_meta),
+                received_ms if t.reported_value is not None else None,
+                t.desired_value,
+                _dump(t.desired_meta),
+                received_ms if t.desired_value is not None else None,
+            )
+            for t in twins
+        ]
+        await self._submit(lambda conn: conn.executemany(_TWIN_UPSERT, rows))
+
+    async def write_state(self, key: ObjectKey, state: str, received_ms: int, last_online_time: str | None) -> None:
+        row = (key.namespace, key.name, state, received_ms, last_online_time)
+        await self._submit(lambda conn: conn.execute(_STATE_UPSERT, row))
+
+    async def save_mapper(self, record: MapperRecord) -> None:
+        row = (
+            record.name,
+            record.protocol,
+            record.address,
+            record.version,
+            record.api_version,
+            int(record.with_data),
+            record.registered_ms,
+        )
+        await self._submit(
+            lambda conn: conn.execute("INSERT OR REPLACE INTO mappers VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+        )
+
+    async def sync_resources(
+        self,
+        upserts: Iterable[tuple[str, ObjectKey, dict[str, Any]]],
+        deletes: Iterable[tuple[str, ObjectKey]],
+        now_ms: int,
+    ) -> None:
+        """Record the CRs the agent now serves (its cache for ``mapper get`` and for restarts)."""
+        up = [(kind, k.namespace, k.name, json.dumps(doc, sort_keys=True), now_ms) for kind, k, doc in upserts]
+        down = [(kind, k.namespace, k.name) for kind, k in deletes]
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT OR REPLACE INTO resources VALUES (?, ?, ?, ?, ?)", up)
+            conn.executemany("DELETE FROM resources WHERE kind = ? AND namespace = ? AND name = ?", down)
+
+        await self._submit(job)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self._submit(
+            lambda conn: conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        )
+
+    # ------------------------------------------------------------------ reads (any thread; short)
+    def mappers(self) -> list[MapperRecord]:
+        return read_mappers(self._reader)
+
+    def resources(self, kind: str | None = None) -> list[ResourceRow]:
+        return read_resources(self._reader, kind)
+
+    def twins(self, key: ObjectKey) -> list[TwinRow]:
+        return read_twins(self._reader, key)
+
+    def state(self, key: ObjectKey) -> StateRow | None:
+        return read_state(self._reader, key)
+
+
+def _resolve(results: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
+    for fut, exc in results:
+        if fut.done():  # the caller was cancelled; its write still happened
+            continue
+        if exc is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(exc)
+
+
+def _dump(meta: dict[str, str] | None) -> str | None:
+    return None if meta is None else json.dumps(meta, sort_keys=True)
+
+
+def _load(text: str | None) -> dict[str, str]:
+    return {} if not text else dict(json.loads(text))
+
+
+# Read helpers shared by the agent and the CLI (which opens the database read-only).
+def read_mappers(conn: sqlite3.Connection) -> list[MapperRecord]:
+    rows = conn.execute("SELECT name, protocol, address, version, api_version, with_data, registered_ms FROM mappers")
+    return [MapperRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows.fetchall()]
+
+
+def read_resources(conn: sqlite3.Connection, kind: str | None = None) -> list[ResourceRow]:
+    sql = "SELECT kind, namespace, name, doc, updated_ms FROM resources"
+    rows = (
+        conn.execute(sql + " WHERE kind = ? ORDER BY namespace, name", (kind,))
+        if kind
+        else conn.execute(sql + " ORDER BY kind, namespace, name")
+    )
+    return [ResourceRow(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows.fetchall()]
+
+
+def read_twins(conn: sqlite3.Connection, key: ObjectKey) -> list[TwinRow]:
+    rows = conn.execute(
+        "SELECT property, reported_value, reported_meta, reported_ms, desired_value, desired_meta, desired_ms"
+        " FROM twins WHERE namespace = ? AND device = ? ORDER BY property",
+        (key.namespace, key.name),
+    ).fetchall()
+    return [TwinRow(r[0], r[1], _load(r[2]), r[3], r[4], _load(r[5]), r[6]) for r in rows]
+
+
+def read_state(conn: sqlite3.Connection, key: ObjectKey) -> StateRow | None:
+    row = conn.execute(
+        "SELECT state, state_ms, last_online_time FROM device_state WHERE namespace = ? AND device = ?",
+        (key.namespace, key.name),
+    ).fetchone()
+    return None if row is None else StateRow(row[0], row[1], row[2])
+
+
+def read_meta(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])

@@ -1,0 +1,182 @@
+"""``mapper agent`` (the edge agent alone) and ``mapper up`` (the embedded stack, for demos and laptops)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from dmi.agent.app import Agent, AgentConfig, StatusTarget
+from dmi.agent.ratelimit import parse_rate
+from dmi.agent.sockets import DEFAULT_DMI_SOCKET, SocketInUseError
+from dmi.agent.status import StatusReader
+from dmi.anypack import Packing
+from mapper_cli.cmd_get import devices_table
+from mapper_cli.common import RUNTIME_DIR, SYSTEM_STATE_DIR, LogLevel, fail, setup_logging
+
+log = logging.getLogger("mapper")
+
+PackingOpt = Annotated[
+    str,
+    typer.Option(
+        "--packing",
+        help="configData packing: 'edgecore' (numbers as FloatValue, like real edgecore) or 'typed' (Int64/Double).",
+    ),
+]
+RateOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--rate-limit",
+        help="Limit all DMI calls like edgecore does, RATE:BURST (edgecore: 1:100). Off by default.",
+    ),
+]
+LogOpt = Annotated[LogLevel, typer.Option("--log-level", help="Log level.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("agent")(agent)
+    app.command("up")(up)
+
+
+def _config(
+    socket: Path,
+    state_dir: Path,
+    devices: Path | None,
+    packing: str,
+    rate_limit: str | None,
+    status_target: str,
+    poll: float,
+) -> AgentConfig:
+    if packing not in ("edgecore", "typed"):
+        fail(f"--packing {packing!r}: expected edgecore or typed")
+    if status_target not in ("devicestatus", "device"):
+        fail(f"--status-target {status_target!r}: expected devicestatus or device")
+    if devices is not None and not devices.is_dir():
+        fail(
+            f"--devices {devices}: not a folder. "
+            "Hint: point it at a folder of Device/DeviceModel YAML, e.g. crds/samples"
+        )
+    rate = None
+    if rate_limit:
+        try:
+            rate = parse_rate(rate_limit)
+        except ValueError as exc:
+            fail(str(exc))
+    pk: Packing = "typed" if packing == "typed" else "edgecore"
+    target: StatusTarget = "device" if status_target == "device" else "devicestatus"
+    return AgentConfig(
+        socket=socket,
+        state_dir=state_dir,
+        devices_dir=devices,
+        packing=pk,
+        rate_limit=rate,
+        status_target=target,
+        poll_interval=poll,
+    )
+
+
+async def _run_until_signalled(agent: Agent, while_running: asyncio.Future[None] | None = None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await agent.start()
+    except SocketInUseError as exc:
+        await agent.stop()
+        fail(str(exc))
+    try:
+        await stop.wait()
+    finally:
+        if while_running is not None:
+            while_running.cancel()
+        await agent.stop()
+
+
+def agent(
+    devices: Annotated[
+        Path | None,
+        typer.Option("--devices", "-d", help="Folder of DeviceModel/Device CR YAML, watched for changes."),
+    ] = None,
+    socket: Annotated[
+        Path,
+        typer.Option("--socket", help="DMI socket file, or a folder (socket <folder>/dmi.sock, as KubeEdge >= 1.23)."),
+    ] = DEFAULT_DMI_SOCKET,
+    state_dir: Annotated[
+        Path, typer.Option("--state-dir", help="Where twins, states and mappers are kept.")
+    ] = SYSTEM_STATE_DIR,
+    packing: PackingOpt = "edgecore",
+    rate_limit: RateOpt = None,
+    status_target: Annotated[
+        str,
+        typer.Option("--status-target", help="devicestatus (KubeEdge >= 1.23) or device (.status of the Device)."),
+    ] = "devicestatus",
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", help="Seconds between checks of the CR folder.")
+    ] = 1.0,
+    log_level: LogOpt = LogLevel.info,
+) -> None:
+    """Run the edge agent: the DMI DeviceManagerService that mappers register with (edgecore's role)."""
+    setup_logging(log_level)
+    config = _config(socket, state_dir, devices, packing, rate_limit, status_target, poll_interval)
+    asyncio.run(_run_until_signalled(Agent(config)))
+
+
+def up(
+    devices: Annotated[Path, typer.Option("--devices", "-d", help="Folder of DeviceModel/Device CR YAML.")] = Path(
+        "crds/samples"
+    ),
+    runtime_dir: Annotated[
+        Path, typer.Option("--runtime-dir", help="Folder for sockets and state (kept between runs).")
+    ] = RUNTIME_DIR,
+    refresh: Annotated[float, typer.Option("--refresh", help="Seconds between table refreshes.")] = 1.0,
+    log_level: LogOpt = LogLevel.warning,
+) -> None:
+    """Run the embedded stack on this machine (no cluster): the agent on a CR folder, with a live device table."""
+    setup_logging(log_level)
+    config = _config(runtime_dir / "dmi.sock", runtime_dir / "state", devices, "edgecore", None, "devicestatus", 1.0)
+
+    async def main() -> None:
+        agent_ = Agent(config)
+        table_task: asyncio.Future[None] = asyncio.ensure_future(_live_table(config.state_dir, refresh))
+        await _run_until_signalled(agent_, table_task)
+
+    console = Console(stderr=True)
+    console.print(
+        f"[bold]kubeedge-mapper[/] embedded agent on [cyan]{config.socket}[/], devices from [cyan]{devices}[/]"
+    )
+    console.print("Ctrl-C to stop. Other terminal: mapper get devices / mapper get devicestatus NAME")
+    asyncio.run(main())
+
+
+async def _live_table(state_dir: Path, refresh: float) -> None:
+    """Redraw the device table; on a non-terminal, print it whenever it changes."""
+    await asyncio.sleep(0.2)
+    reader = StatusReader(state_dir)
+    console = Console(width=200)
+    try:
+        if sys.stdout.isatty():
+            with Live(console=console, auto_refresh=False) as live:
+                while True:
+                    live.update(devices_table(reader.devices(None), title="devices"), refresh=True)
+                    await asyncio.sleep(refresh)
+        last = ""
+        while True:
+            with console.capture() as cap:
+                console.print(devices_table(reader.devices(None)))
+            text = cap.get()
+            if text != last:
+                print(text, flush=True)
+                last = text
+            await asyncio.sleep(refresh)
+    finally:
+        with contextlib.suppress(Exception):
+            reader.close()

@@ -1,0 +1,190 @@
+"""CR file changes reach the owning mapper's DeviceMapperService, in order, with retries."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from dmi.v1beta1 import api_pb2 as pb
+from tests import crs
+from tests.peers import RecordingMapper, register_request, serve_mapper
+
+
+async def _settle(h: Any) -> None:
+    await h.agent.reload()
+    await asyncio.wait_for(h.agent.settle(), 10)
+
+
+async def test_add_change_remove_reach_the_mapper_in_model_before_device_order(make_agent: Any, sockdir: Path) -> None:
+    h = await make_agent()
+    msock = sockdir / "m.sock"
+    async with serve_mapper(msock) as mapper:
+        await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
+        crs.write(h.crs, "a.yaml", crs.model("thermo"), crs.device("dev-a", "thermo"), crs.device("dev-b", "thermo"))
+        await _settle(h)
+        assert mapper.summary()[0] == ("CreateDeviceModel", "thermo")
+        assert sorted(mapper.summary()[1:]) == [("RegisterDevice", "dev-a"), ("RegisterDevice", "dev-b")]
+
+        # Desired value edited in the file -> UpdateDevice carrying it.
+        mapper.calls.clear()
+        crs.write(
+            h.crs,
+            "a.yaml",
+            crs.model("thermo"),
+            crs.device("dev-a", "thermo", desired="23"),
+            crs.device("dev-b", "thermo"),
+        )
+        await _settle(h)
+        assert mapper.summary() == [("UpdateDevice", "dev-a")]
+        setpoint = next(p for p in mapper.calls[0].request.device.spec.properties if p.name == "setpoint")
+        assert setpoint.desired.value == "23"
+
+        # Removing one device removes only it; removing the file removes device before model.
+        mapper.calls.clear()
+        crs.write(h.crs, "a.yaml", crs.model("thermo"), crs.device("dev-a", "thermo", desired="23"))
+        await _settle(h)
+        assert mapper.summary() == [("RemoveDevice", "dev-b")]
+        mapper.calls.clear()
+        (h.crs / "a.yaml").unlink()
+        await _settle(h)
+        assert mapper.summary() == [("RemoveDevice", "dev-a"), ("RemoveDeviceModel", "thermo")]
+
+
+async def test_the_folder_is_watched_without_reload(make_agent: Any, sockdir: Path) -> None:
+    h = await make_agent()
+    msock = sockdir / "m.sock"
+    async with serve_mapper(msock) as mapper:
+        await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
+        crs.write(h.crs, "a.yaml", crs.model("thermo"), crs.device("dev-a", "thermo"))
+        await mapper.wait_for(2)  # the poller (0.1 s here) notices on its own
+        assert mapper.summary() == [("CreateDeviceModel", "thermo"), ("RegisterDevice", "dev-a")]
+
+
+async def test_model_change_updates_model_and_devices_whose_merged_view_changed(make_agent: Any, sockdir: Path) -> None:
+    h = await make_agent()
+    msock = sockdir / "m.sock"
+    async with serve_mapper(msock) as mapper:
+        await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
+        crs.write(h.crs, "a.yaml", crs.model("thermo"), crs.device("dev-a", "thermo"))
+        await _settle(h)
+        mapper.calls.clear()
+        changed = crs.model("thermo", protocolConfigData={"timeout": 500})
+        crs.write(h.crs, "a.yaml", changed, crs.device("dev-a", "thermo"))
+        await _settle(h)
+        assert mapper.summary() == [("UpdateDeviceModel", "thermo"), ("UpdateDevice", "dev-a")]
+        proto = mapper.devices[("default", "dev-a")]
+        assert "timeout" in proto.spec.protocol.configData.data
+
+
+async def test_unreachable_mapper_gets_calls_when_back_and_does_not_block_others(
+    make_agent: Any, sockdir: Path
+) -> None:
+    h = await make_agent()
+    down_sock, up_sock = sockdir / "down.sock", sockdir / "up.sock"
+    async with serve_mapper(up_sock) as healthy:
+        await h.stub.MapperRegister(register_request("down", "testproto", str(down_sock)))
+        await h.stub.MapperRegister(register_request("up", "other", str(up_sock)))
+        crs.write(
+            h.crs,
+            "a.yaml",
+            crs.model("thermo"),
+            crs.device("dev-a", "thermo"),
+            crs.model("cam", protocol="other"),
+            crs.device("cam-1", "cam", protocol="other"),
+        )
+        await h.agent.reload()
+        # The healthy mapper is served at once although the other one is down.
+        await healthy.wait_for(2, timeout=5)
+        assert healthy.summary() == [("CreateDeviceModel", "cam"), ("RegisterDevice", "cam-1")]
+        link = h.agent.dispatcher.links()["testproto"]
+        for _ in range(100):
+            if link.stats.retries >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert link.stats.retries >= 2 and link.pending == 2
+        # The mapper comes up: the queued calls arrive, in order.
+        late = RecordingMapper()
+        async with serve_mapper(down_sock, late):
+            await late.wait_for(2, timeout=15)
+            assert late.summary() == [("CreateDeviceModel", "thermo"), ("RegisterDevice", "dev-a")]
+
+
+async def test_protocol_change_moves_the_device_between_mappers(make_agent: Any, sockdir: Path) -> None:
+    h = await make_agent()
+    a_sock, b_sock = sockdir / "a.sock", sockdir / "b.sock"
+    async with serve_mapper(a_sock) as a, serve_mapper(b_sock) as b:
+        await h.stub.MapperRegister(register_request("a", "testproto", str(a_sock)))
+        await h.stub.MapperRegister(register_request("b", "other", str(b_sock)))
+        crs.write(h.crs, "x.yaml", crs.model("thermo"), crs.device("dev-a", "thermo"))
+        await _settle(h)
+        a.calls.clear()
+        crs.write(h.crs, "x.yaml", crs.model("thermo"), crs.device("dev-a", "thermo", protocol="other"))
+        await _settle(h)
+        assert a.summary() == [("RemoveDevice", "dev-a")]
+        assert b.summary() == [("RegisterDevice", "dev-a")]
+
+
+async def test_broken_file_keeps_its_last_good_objects(make_agent: Any, sockdir: Path) -> None:
+    h = await make_agent()
+    msock = sockdir / "m.sock"
+    async with serve_mapper(msock) as mapper:
+        await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
+        crs.write(h.crs, "a.yaml", crs.model("thermo"), crs.device("dev-a", "thermo"))
+        await _settle(h)
+        mapper.calls.clear()
+        (h.crs / "a.yaml").write_text("apiVersion: devices.kubeedge.io/v1beta1\nkind: Device\nmetadata: {name: [\n")
+        await _settle(h)
+        assert mapper.calls == []  # nothing removed
+        assert h.agent.inventory.device(crs_key("dev-a")) is not None
+
+
+async def test_device_waits_for_its_model(make_agent: Any, sockdir: Path) -> None:
+    h = await make_agent()
+    msock = sockdir / "m.sock"
+    async with serve_mapper(msock) as mapper:
+        await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
+        crs.write(h.crs, "dev.yaml", crs.device("dev-a", "thermo"))
+        await _settle(h)
+        answer = await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
+        assert len(answer.deviceList) == 0 and mapper.calls == []
+        crs.write(h.crs, "model.yaml", crs.model("thermo"))
+        await _settle(h)
+        assert mapper.summary() == [("CreateDeviceModel", "thermo"), ("RegisterDevice", "dev-a")]
+
+
+async def test_changes_made_while_the_agent_was_down_reach_the_mapper(make_agent: Any, sockdir: Path) -> None:
+    from dmi.agent.app import Agent
+
+    h = await make_agent()
+    msock = sockdir / "m.sock"
+    async with serve_mapper(msock) as mapper:
+        await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
+        crs.write(h.crs, "a.yaml", crs.model("thermo"), crs.device("dev-a", "thermo"))
+        await _settle(h)
+        await h.agent.stop()
+        crs.write(h.crs, "a.yaml", crs.model("thermo"), crs.device("dev-a", "thermo", desired="30"))
+        mapper.calls.clear()
+        restarted = Agent(h.agent.config)
+        await restarted.start()
+        h.agent = restarted  # the fixture stops it
+        await asyncio.wait_for(restarted.settle(), 10)
+        assert mapper.summary() == [("UpdateDevice", "dev-a")]
+
+
+def crs_key(name: str) -> Any:
+    from dmi.resources import ObjectKey
+
+    return ObjectKey("default", name)
+
+
+async def test_register_answer_matches_what_register_device_sent(make_agent: Any, sockdir: Path) -> None:
+    h = await make_agent()
+    msock = sockdir / "m.sock"
+    async with serve_mapper(msock) as mapper:
+        await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
+        crs.write(h.crs, "a.yaml", crs.model("thermo"), crs.device("dev-a", "thermo", desired="3"))
+        await _settle(h)
+        answer = await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
+        assert list(answer.deviceList) == [mapper.devices[("default", "dev-a")]]
+        assert isinstance(answer.modelList[0], pb.DeviceModel)
