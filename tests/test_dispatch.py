@@ -69,12 +69,27 @@ async def test_model_change_updates_model_and_devices_whose_merged_view_changed(
         crs.write(h.crs, "a.yaml", crs.model("thermo"), crs.device("dev-a", "thermo"))
         await _settle(h)
         mapper.calls.clear()
+        # protocolConfigData is not part of the model on the wire: only the device's merged view changes.
         changed = crs.model("thermo", protocolConfigData={"timeout": 500})
         crs.write(h.crs, "a.yaml", changed, crs.device("dev-a", "thermo"))
         await _settle(h)
-        assert mapper.summary() == [("UpdateDeviceModel", "thermo"), ("UpdateDevice", "dev-a")]
+        assert mapper.summary() == [("UpdateDevice", "dev-a")]
         proto = mapper.devices[("default", "dev-a")]
         assert "timeout" in proto.spec.protocol.configData.data
+        # The unit is on the model (UpdateDeviceModel); the visitor only reaches the device (UpdateDevice).
+        mapper.calls.clear()
+        props = crs.model("thermo")["spec"]["properties"]
+        props[0]["unit"] = "degC"
+        props[0]["visitors"]["configData"]["register"] = "InputRegister"
+        crs.write(
+            h.crs,
+            "a.yaml",
+            crs.model("thermo", properties=props, protocolConfigData={"timeout": 500}),
+            crs.device("dev-a", "thermo"),
+        )
+        await _settle(h)
+        assert mapper.summary() == [("UpdateDeviceModel", "thermo"), ("UpdateDevice", "dev-a")]
+        assert mapper.models[("default", "thermo")].spec.properties[0].unit == "degC"
 
 
 async def test_unreachable_mapper_gets_calls_when_back_and_does_not_block_others(

@@ -112,6 +112,7 @@ async def test_200_malformed_requests_leave_the_agent_serving(agent_proc: AgentP
     cases = _malformed(random.Random(20261125))
     assert len(cases) == 200
     codes: Counter[str] = Counter()
+    parse_errors = 0
     async with grpc.aio.insecure_channel(f"unix:{agent_proc.socket}") as channel:
         stub = api_pb2_grpc.DeviceManagerServiceStub(channel)
         for index, (method, body) in enumerate(cases):
@@ -121,6 +122,8 @@ async def test_200_malformed_requests_leave_the_agent_serving(agent_proc: AgentP
                 codes["OK"] += 1
             except grpc.aio.AioRpcError as exc:
                 codes[exc.code().name] += 1
+                parse_errors += "request is not a valid v1beta1." in (exc.details() or "")
+                assert exc.code() != grpc.StatusCode.UNKNOWN, (index, exc.details())
                 assert exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED, f"case {index} hung"
             if index % 25 == 24:
                 # Still serving valid requests, and still the same process.
@@ -138,6 +141,7 @@ async def test_200_malformed_requests_leave_the_agent_serving(agent_proc: AgentP
         )
     # Each kind of refusal showed up; nothing was silently accepted beyond what random bytes can make valid.
     assert codes["INVALID_ARGUMENT"] >= 20 and codes["NOT_FOUND"] >= 5 and codes["UNIMPLEMENTED"] >= 3
-    assert codes["INTERNAL"] >= 10  # bodies that do not parse
+    assert parse_errors >= 10  # bodies that do not parse: INVALID_ARGUMENT naming the message type
+    assert "RESOURCE_EXHAUSTED" not in codes  # error details stay small even for huge inputs
     assert codes["OK"] <= 20, codes
     assert "Traceback" not in agent_proc.log.read_text()

@@ -21,7 +21,6 @@ from dmi.agent.service import DeviceManager
 from dmi.agent.store import AgentStore
 from dmi.anypack import Packing
 from dmi.resources import ObjectKey, is_kind, parse_device, parse_model
-from dmi.v1beta1 import api_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ class Agent:
                 ("grpc.max_send_message_length", MAX_MESSAGE),
             ]
         )
-        api_pb2_grpc.add_DeviceManagerServiceServicer_to_server(self.service, server)
+        server.add_generic_rpc_handlers((self.service.handler(),))
         with sockets.private_umask():
             server.add_insecure_port(f"unix:{self.socket_path}")
             await server.start()
@@ -158,8 +157,9 @@ class Agent:
         if self._server is not None:
             await self._server.stop(grace=1.0)
             self._server = None
+            # Only the agent that created the socket removes it (a refused second agent must not).
+            self.socket_path.unlink(missing_ok=True)
         await self.dispatcher.close()
         if self._sync_tasks:
             await asyncio.gather(*self._sync_tasks, return_exceptions=True)
         await self.store.close()
-        self.socket_path.unlink(missing_ok=True)

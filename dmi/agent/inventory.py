@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from dmi.agent.rules import TWIN_NAME_RE
 from dmi.anypack import Packing
 from dmi.convert import device_to_proto, model_to_proto
 from dmi.resources import DeviceModelResource, DeviceResource, ObjectKey
@@ -93,7 +94,7 @@ class Inventory:
                     device.protocol.protocol_name,
                     None,
                     b"",
-                    frozenset(p.name for p in device.properties),
+                    _reportable(device),
                 )
                 continue
             dproto = device_to_proto(device, model_entry.resource, packing)
@@ -102,7 +103,7 @@ class Inventory:
                 device.protocol.protocol_name,
                 dproto,
                 dproto.SerializeToString(deterministic=True),
-                frozenset(p.name for p in device.properties),
+                _reportable(device),
             )
         return cls(model_entries, device_entries)
 
@@ -122,6 +123,11 @@ class Inventory:
             answer.deviceList.append(entry.proto)
             answer.modelList.append(self.models[entry.resource.model_key].proto)
         return answer
+
+
+def _reportable(device: DeviceResource) -> frozenset[str]:
+    """Property names a twin may carry: the device's own that pass edgecore's twin-name rule."""
+    return frozenset(p.name for p in device.properties if TWIN_NAME_RE.match(p.name))
 
 
 def diff(old: Inventory, new: Inventory) -> list[Op]:

@@ -35,17 +35,29 @@ def not_found(message: str) -> RequestError:
     return RequestError("NOT_FOUND", message)
 
 
+MAX_NAME = 253  # a Kubernetes object name (DNS-1123 subdomain)
+
+
+def shown(text: str, limit: int = 60) -> str:
+    """``text`` quoted and cut short: error details travel in gRPC metadata, which has a size limit."""
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def check_object_name(field: str, name: str) -> None:
+    if len(name) > MAX_NAME:
+        raise invalid(f"{field} {shown(name)} is {len(name)} characters long; Kubernetes names have at most {MAX_NAME}")
+
+
 def check_twin_name(index: int, name: str) -> None:
     if not TWIN_NAME_RE.match(name):
-        raise invalid(f"twins[{index}].propertyName {name!r} does not match {TWIN_NAME_RULE}")
+        raise invalid(f"twins[{index}].propertyName {shown(name)} does not match {TWIN_NAME_RULE}")
 
 
 def check_twin_value(index: int, name: str, side: str, value: str) -> None:
     # Empty values are exempt, as in edgecore.
     if value and not TWIN_VALUE_RE.match(value):
-        shown = value if len(value) <= 60 else value[:57] + "..."
         raise invalid(
-            f"twins[{index}] ({name}) {side}.value {shown!r} does not match {TWIN_VALUE_RULE}"
+            f"twins[{index}] ({name}) {side}.value {shown(value)} does not match {TWIN_VALUE_RULE}"
             " (no spaces, '+', quotes or braces; format numbers plainly, e.g. -350 not -3.5e+2)"
         )
 
@@ -58,7 +70,7 @@ def normalise_state(state: str) -> str:
             if (state.lower() == "disconnected")
             else ""
         )
-        raise invalid(f"state {state!r} is not one of {', '.join(DEVICE_STATES)}{hint}")
+        raise invalid(f"state {shown(state)} is not one of {', '.join(DEVICE_STATES)}{hint}")
     return state
 
 

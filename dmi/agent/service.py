@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from dmi.agent.dispatcher import Dispatcher
 from dmi.agent.inventory import DeviceEntry, Inventory
@@ -15,12 +16,14 @@ from dmi.agent.ratelimit import TokenBucket
 from dmi.agent.rules import (
     ONLINE_STATES,
     RequestError,
+    check_object_name,
     check_twin_name,
     check_twin_value,
     invalid,
     last_online_time,
     normalise_state,
     not_found,
+    shown,
 )
 from dmi.agent.store import AgentStore, MapperRecord, TwinWrite
 from dmi.resources import DEFAULT_NAMESPACE, ObjectKey
@@ -32,8 +35,31 @@ log = logging.getLogger(__name__)
 RATE_LIMITED = "too many request"
 
 
+SERVICE = "v1beta1.DeviceManagerService"
+
+
 class DeviceManager(api_pb2_grpc.DeviceManagerServiceServicer):  # type: ignore[misc]
     """Implements the three DeviceManagerService RPCs on top of the store and dispatcher."""
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The service's handlers, parsing requests ourselves so a corrupt body gets INVALID_ARGUMENT
+        naming the message type (gRPC's own parser answers a bare UNKNOWN)."""
+        methods: dict[str, tuple[Any, Any]] = {
+            "MapperRegister": (self.MapperRegister, pb.MapperRegisterRequest),
+            "ReportDeviceStatus": (self.ReportDeviceStatus, pb.ReportDeviceStatusRequest),
+            "ReportDeviceStates": (self.ReportDeviceStates, pb.ReportDeviceStatesRequest),
+        }
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                name: grpc.unary_unary_rpc_method_handler(
+                    _parsing(impl, request_type),
+                    request_deserializer=None,
+                    response_serializer=_serialize,
+                )
+                for name, (impl, request_type) in methods.items()
+            },
+        )
 
     def __init__(
         self,
@@ -64,6 +90,8 @@ class DeviceManager(api_pb2_grpc.DeviceManagerServiceServicer):  # type: ignore[
             await context.abort(grpc.StatusCode.UNKNOWN, RATE_LIMITED)
 
     def _device(self, name: str, namespace: str) -> DeviceEntry:
+        check_object_name("deviceName", name)
+        check_object_name("deviceNamespace", namespace)
         key = ObjectKey(namespace or DEFAULT_NAMESPACE, name)
         entry = self._inventory().device(key)
         if entry is None:
@@ -79,14 +107,15 @@ class DeviceManager(api_pb2_grpc.DeviceManagerServiceServicer):  # type: ignore[
             if not request.HasField("mapper"):
                 raise invalid("MapperRegisterRequest has no mapper: edgecore would crash on it; always send MapperInfo")
             info = request.mapper
+            check_object_name("mapper name", info.name)
             if not info.protocol:
-                raise invalid(f"mapper {info.name!r}: protocol is empty; set common.protocol in the mapper config")
+                raise invalid(f"mapper {shown(info.name)}: protocol is empty; set common.protocol in the mapper config")
             if not info.name:
                 raise invalid("mapper name is empty; set common.name in the mapper config")
             try:
                 address = info.address.decode("utf-8")
             except UnicodeDecodeError:
-                raise invalid(f"mapper {info.name!r}: address is not UTF-8 text") from None
+                raise invalid(f"mapper {shown(info.name)}: address is not UTF-8 text") from None
         except RequestError as exc:
             await self._refuse(context, exc, "MapperRegister")
             raise AssertionError("unreachable") from exc
@@ -131,7 +160,7 @@ class DeviceManager(api_pb2_grpc.DeviceManagerServiceServicer):  # type: ignore[
             entry = self._device(request.deviceName, request.deviceNamespace)
             writes = _twin_writes(request.reportedDevice.twins, entry)
         except RequestError as exc:
-            await self._refuse(context, exc, f"ReportDeviceStatus({request.deviceNamespace}/{request.deviceName})")
+            await self._refuse(context, exc, f"ReportDeviceStatus({shown(request.deviceName)})")
             raise AssertionError("unreachable") from exc
         await self._store.write_twins(entry.resource.key, writes, int(time.time() * 1000))
         self.reports += 1
@@ -150,7 +179,7 @@ class DeviceManager(api_pb2_grpc.DeviceManagerServiceServicer):  # type: ignore[
             state = normalise_state(request.state)
             entry = self._device(request.deviceName, request.deviceNamespace)
         except RequestError as exc:
-            await self._refuse(context, exc, f"ReportDeviceStates({request.deviceNamespace}/{request.deviceName})")
+            await self._refuse(context, exc, f"ReportDeviceStates({shown(request.deviceName)})")
             raise AssertionError("unreachable") from exc
         online = last_online_time() if state.lower() in ONLINE_STATES else None
         await self._store.write_state(entry.resource.key, state, int(time.time() * 1000), online)
@@ -158,11 +187,32 @@ class DeviceManager(api_pb2_grpc.DeviceManagerServiceServicer):  # type: ignore[
         return pb.ReportDeviceStatesResponse()
 
 
+def _serialize(message: Any) -> bytes:
+    return bytes(message.SerializeToString())
+
+
+def _parsing(impl: Any, request_type: Any) -> Any:
+    async def handle(body: bytes, context: grpc.aio.ServicerContext) -> Any:
+        request = request_type()
+        try:
+            request.ParseFromString(body)
+        except DecodeError as exc:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request is not a valid {request_type.DESCRIPTOR.full_name}: {exc}",
+            )
+        return await impl(request, context)
+
+    return handle
+
+
 def _twin_writes(twins: Any, entry: DeviceEntry) -> list[TwinWrite]:
     writes: dict[str, TwinWrite] = {}
+    names = entry.property_names
     for index, twin in enumerate(twins):
         name = twin.propertyName
-        check_twin_name(index, name)
+        if name not in names:  # the inventory admits only names that pass the rule
+            check_twin_name(index, name)
         if not twin.HasField("reported"):
             raise invalid(
                 f"twins[{index}] ({name}) has no reported: edgecore dereferences it and crashes;"
@@ -173,17 +223,19 @@ def _twin_writes(twins: Any, entry: DeviceEntry) -> list[TwinWrite]:
                 f"twins[{index}] ({name}) has no observedDesired: edgecore dereferences it and crashes;"
                 " send an empty TwinProperty when there is no desired value"
             )
-        if name not in entry.property_names:
-            raise not_found(f"device {entry.resource.key} has no property {name!r} (twins[{index}])")
+        if name not in names:
+            raise not_found(f"device {entry.resource.key} has no property {shown(name)} (twins[{index}])")
         reported, desired = twin.reported, twin.observedDesired
-        check_twin_value(index, name, "reported", reported.value)
-        check_twin_value(index, name, "observedDesired", desired.value)
+        rvalue, dvalue = reported.value, desired.value
+        check_twin_value(index, name, "reported", rvalue)
+        if dvalue:
+            check_twin_value(index, name, "observedDesired", dvalue)
         # An empty value means "nothing to say": keep what we had rather than erase it.
         writes[name] = TwinWrite(
             property=name,
-            reported_value=reported.value if reported.value else None,
-            reported_meta=dict(reported.metadata) if reported.value else None,
-            desired_value=desired.value if desired.value else None,
-            desired_meta=dict(desired.metadata) if desired.value else None,
+            reported_value=rvalue or None,
+            reported_meta=dict(reported.metadata) if rvalue else None,
+            desired_value=dvalue or None,
+            desired_meta=dict(desired.metadata) if dvalue else None,
         )
     return list(writes.values())

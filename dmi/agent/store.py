@@ -275,9 +275,7 @@ class AgentStore:
         await self._submit(job)
 
     async def set_meta(self, key: str, value: str) -> None:
-        await self._submit(
-            lambda conn: conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-        )
+        await self._submit(lambda conn: conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value)))
 
     # ------------------------------------------------------------------ reads (any thread; short)
     def mappers(self) -> list[MapperRecord]:
@@ -303,8 +301,12 @@ def _resolve(results: list[tuple[asyncio.Future[None], BaseException | None]]) -
             fut.set_exception(exc)
 
 
+# json.dumps with options builds a new encoder per call; twins are the hot path, so build it once.
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+
 def _dump(meta: dict[str, str] | None) -> str | None:
-    return None if meta is None else json.dumps(meta, sort_keys=True)
+    return None if meta is None else _ENCODE(meta)
 
 
 def _load(text: str | None) -> dict[str, str]:
