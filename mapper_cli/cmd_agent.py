@@ -20,12 +20,20 @@ from dmi.agent.sockets import DEFAULT_DMI_SOCKET, SocketInUseError
 from dmi.agent.status import StatusReader
 from dmi.anypack import Packing
 from mapper_cli.cmd_get import devices_table
-from mapper_cli.common import RUNTIME_DIR, SYSTEM_STATE_DIR, LogLevel, fail, setup_logging
+from mapper_cli.common import (
+    RUNTIME_DIR,
+    SYSTEM_STATE_DIR,
+    LogLevel,
+    PackingChoice,
+    StatusTargetChoice,
+    fail,
+    setup_logging,
+)
 
 log = logging.getLogger("mapper")
 
 PackingOpt = Annotated[
-    str,
+    PackingChoice,
     typer.Option(
         "--packing",
         help="configData packing: 'edgecore' (numbers as FloatValue, like real edgecore) or 'typed' (Int64/Double).",
@@ -55,10 +63,6 @@ def _config(
     status_target: str,
     poll: float,
 ) -> AgentConfig:
-    if packing not in ("edgecore", "typed"):
-        fail(f"--packing {packing!r}: expected edgecore or typed")
-    if status_target not in ("devicestatus", "device"):
-        fail(f"--status-target {status_target!r}: expected devicestatus or device")
     if devices is not None and not devices.is_dir():
         fail(
             f"--devices {devices}: not a folder. "
@@ -113,12 +117,12 @@ def agent(
     state_dir: Annotated[
         Path, typer.Option("--state-dir", help="Where twins, states and mappers are kept.")
     ] = SYSTEM_STATE_DIR,
-    packing: PackingOpt = "edgecore",
+    packing: PackingOpt = PackingChoice.edgecore,
     rate_limit: RateOpt = None,
     status_target: Annotated[
-        str,
+        StatusTargetChoice,
         typer.Option("--status-target", help="devicestatus (KubeEdge >= 1.23) or device (.status of the Device)."),
-    ] = "devicestatus",
+    ] = StatusTargetChoice.devicestatus,
     poll_interval: Annotated[
         float, typer.Option("--poll-interval", help="Seconds between checks of the CR folder.")
     ] = 1.0,

@@ -21,6 +21,16 @@ class Output(StrEnum):
     json = "json"
 
 
+class PackingChoice(StrEnum):
+    edgecore = "edgecore"
+    typed = "typed"
+
+
+class StatusTargetChoice(StrEnum):
+    devicestatus = "devicestatus"
+    device = "device"
+
+
 class LogLevel(StrEnum):
     debug = "debug"
     info = "info"
