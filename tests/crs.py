@@ -11,7 +11,11 @@ API = "devices.kubeedge.io/v1beta1"
 
 
 def model(
-    name: str, protocol: str = "testproto", properties: list[dict[str, Any]] | None = None, **spec: Any
+    name: str,
+    protocol: str = "testproto",
+    properties: list[dict[str, Any]] | None = None,
+    namespace: str = "default",
+    **spec: Any,
 ) -> dict[str, Any]:
     props = (
         properties
@@ -32,7 +36,7 @@ def model(
     return {
         "apiVersion": API,
         "kind": "DeviceModel",
-        "metadata": {"name": name, "namespace": "default"},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {"protocol": protocol, "properties": props, **spec},
     }
 

@@ -22,6 +22,7 @@ async def _populated(make_agent: Any) -> Any:
         h.crs,
         "d.yaml",
         crs.model("thermo"),
+        crs.model("thermo", namespace="plant"),
         crs.device("boiler-1", "thermo", desired="21"),
         crs.device("boiler-2", "thermo", namespace="plant"),
     )

@@ -203,3 +203,30 @@ async def test_register_answer_matches_what_register_device_sent(make_agent: Any
         answer = await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
         assert list(answer.deviceList) == [mapper.devices[("default", "dev-a")]]
         assert isinstance(answer.modelList[0], pb.DeviceModel)
+
+
+async def test_a_broken_document_keeps_its_last_version_while_its_neighbours_apply(
+    make_agent: Any, sockdir: Path
+) -> None:
+    h = await make_agent()
+    msock = sockdir / "m.sock"
+    async with serve_mapper(msock) as mapper:
+        await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
+        crs.write(h.crs, "a.yaml", crs.model("thermo"), crs.device("dev-a", "thermo"), crs.device("dev-b", "thermo"))
+        await _settle(h)
+        mapper.calls.clear()
+        broken = crs.device("dev-a", "thermo", desired="99")
+        broken["spec"]["properties"][0]["collectCycle"] = "fast"
+        crs.write(
+            h.crs,
+            "a.yaml",
+            crs.model("thermo"),
+            broken,
+            crs.device("dev-b", "thermo", desired="5"),
+            crs.device("dev-new-broken", "nope"),
+        )
+        await _settle(h)
+        # dev-b's edit applies; dev-a stays as it was (not removed, not updated); the new broken one is not served.
+        assert mapper.summary() == [("UpdateDevice", "dev-b")]
+        assert h.agent.inventory.device(crs_key("dev-a")) is not None
+        assert h.agent.inventory.device(crs_key("dev-new-broken")) is None

@@ -1,10 +1,11 @@
 """Devices and models from a folder of CR YAML, watched for changes.
 
 The folder is polled (cheap ``stat`` calls; works on every filesystem, bind
-mounts and ConfigMap volumes included). On a change every file is validated;
-a file with errors keeps contributing the objects of its last good version,
-so a typo never removes a working device, and its errors are logged with file,
-document and field.
+mounts and ConfigMap volumes included). On a change every file is validated.
+A document with errors keeps serving its last good version (matched by kind,
+namespace and name) while the good documents beside it apply; a file that does
+not parse at all keeps all of its last good documents. So a typo never removes
+a working device, and its errors are logged with file, document and field.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ class Contents:
     report: ValidationReport
 
 
+def _identity(doc: LoadedDocument) -> tuple[str, str, str]:
+    meta = doc.doc.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    return str(doc.doc.get("kind")), str(meta.get("namespace") or "default"), str(meta.get("name"))
+
+
 class FolderSource:
     def __init__(self, folder: Path, on_update: Callable[[Contents], object], interval: float = 1.0) -> None:
         self.folder = folder
@@ -55,15 +62,23 @@ class FolderSource:
         """Read and validate the folder now; keep the last good version of broken files."""
         self._fingerprint = self._scan()
         report = validate_paths([self.folder])
-        bad = report.invalid_files()
+        unreadable = {i.file for i in report.errors if i.index is None}
+        bad_docs = {(i.file, i.index) for i in report.errors if i.index is not None}
         by_file: dict[str, list[LoadedDocument]] = {}
         for doc in report.documents:
             by_file.setdefault(doc.file, []).append(doc)
         current_files = {str(p) for p in iter_cr_files([self.folder])}
-        for file in current_files | set(by_file):
-            if file in bad:
-                continue
-            self._good[file] = by_file.get(file, [])
+        previous = {_identity(d): d for docs in self._good.values() for d in docs}
+        for file in current_files:
+            if file in unreadable:
+                continue  # keeps its last good documents
+            kept: list[LoadedDocument] = []
+            for doc in by_file.get(file, []):
+                if (doc.file, doc.index) not in bad_docs:
+                    kept.append(doc)
+                elif (last := previous.get(_identity(doc))) is not None:
+                    kept.append(last)
+            self._good[file] = kept
         for gone in set(self._good) - current_files:
             del self._good[gone]
         self._log_issues(report)
@@ -83,7 +98,7 @@ class FolderSource:
             if line.startswith("warning: "):
                 log.warning("%s", line)
             else:
-                log.error("%s (the file's last good version stays in use)", line)
+                log.error("%s (its last good version, if any, stays in use)", line)
         self._logged = lines
 
     def start(self) -> None:
