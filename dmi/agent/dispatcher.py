@@ -62,6 +62,10 @@ class MapperLink:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
                 ("grpc.max_send_message_length", MAX_MESSAGE),
+                # gRPC's own reconnect backoff grows to 120 s: a mapper back after an outage would wait that long.
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", int(max_backoff * 1000)),
             ],
         )
         self._stub = api_pb2_grpc.DeviceMapperServiceStub(self._channel)
@@ -119,6 +123,9 @@ class MapperLink:
                     continue
                 self.stats.failed += 1
                 log.error("mapper %s rejected %s: %s %s", self.record.name, op, exc.code().name, exc.details())
+            except Exception:  # never let one bad call end this mapper's worker
+                self.stats.failed += 1
+                log.exception("calling mapper %s for %s failed; dropping the call", self.record.name, op)
             else:
                 self.stats.ok += 1
                 self.stats.calls[op.method] += 1
