@@ -1,0 +1,190 @@
+"""SDK building blocks: twin value formatting, typed driver config from edgecore-packed configData,
+the device view built from what the agent sends, and the thread adapter for blocking drivers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pytest
+
+from dmi.anypack import pack_map
+from dmi.convert import device_to_proto, model_to_proto
+from dmi.resources import parse_device, parse_model
+from mapper_framework.device import DEFAULT_CYCLE_MS, device_spec
+from mapper_framework.driver import BlockingDriver, ConfigError, ThreadedDriver, parse_config
+from mapper_framework.values import PropertyValueError, format_value, model_type, parse_value, reportable
+from tests import crs
+
+# --------------------------------------------------------------------------- values
+
+
+@pytest.mark.parametrize(
+    ("value", "type_", "text"),
+    [
+        (21, "int", "21"),
+        (21.0, "int", "21"),
+        (True, "int", "1"),
+        (-350.0, "float", "-350"),
+        (-3.5e2, "double", "-350"),
+        (0.1, "float", "0.1"),
+        (1e-7, "double", "0.0000001"),
+        (1.5e20, "double", "150000000000000000000"),
+        (True, "boolean", "true"),
+        ("off", "boolean", "false"),
+        (b"\xfb\xff", "bytes", "-_8"),
+        ("ttyUSB0", "string", "ttyUSB0"),
+    ],
+)
+def test_format_value_is_plain_and_passes_edgecore(value: Any, type_: str, text: str) -> None:
+    assert format_value(value, type_) == text
+    assert reportable(text)
+
+
+def test_format_value_errors() -> None:
+    with pytest.raises(PropertyValueError, match="not an integer"):
+        format_value(2.5, "int")
+    with pytest.raises(PropertyValueError, match="not a finite number"):
+        format_value(float("nan"), "float")
+    with pytest.raises(PropertyValueError, match="not a boolean"):
+        format_value("maybe", "boolean")
+
+
+def test_parse_value_for_writes() -> None:
+    assert parse_value("21", "int") == 21
+    assert parse_value("0x10", "int") == 16
+    assert parse_value("0xE", "int") == 14
+    assert parse_value("21.0", "int") == 21
+    assert parse_value("21.5", "float") == 21.5
+    assert parse_value("true", "boolean") is True
+    assert parse_value("-_8", "bytes") == b"\xfb\xff"
+    assert parse_value("a b", "string") == "a b"
+    with pytest.raises(PropertyValueError, match=r"'21\.5' is not an integer"):
+        parse_value("21.5", "int")
+    with pytest.raises(PropertyValueError, match="'warm' is not a valid float"):
+        parse_value("warm", "float")
+
+
+def test_model_type_and_reportable() -> None:
+    assert model_type("FLOAT") == "float" and model_type("STREAM") == "stream" and model_type("weird") == "string"
+    assert not reportable("a b") and not reportable("-3.5e+2") and reportable("")
+
+
+# --------------------------------------------------------------------------- typed config
+
+
+@dataclass
+class ModbusLike:
+    ip: str
+    port: int = 502
+    slaveID: int = 1  # configData keys are camelCase, as in the CRs
+    timeout: float = 1.0
+    parity: Literal["none", "even", "odd"] = "none"
+    swap: bool = False
+    label: str | None = None
+
+
+def test_parse_config_accepts_what_edgecore_sends() -> None:
+    # edgecore packs every number as float32: 1502 and 2 arrive as floats.
+    packed = pack_map({"ip": "10.0.0.5", "port": 1502, "slaveID": 2, "timeout": 0.5, "swap": True, "extra": "x"})
+    from dmi.anypack import unpack_map
+
+    cfg = parse_config(ModbusLike, unpack_map(packed), "device default/d1 protocol")
+    assert cfg == ModbusLike(ip="10.0.0.5", port=1502, slaveID=2, timeout=0.5, swap=True)
+    assert isinstance(cfg.port, int) and isinstance(cfg.slaveID, int)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, "device default/d1 protocol: configData.ip is required"),
+        ({"ip": "h", "port": 502.5}, "device default/d1 protocol: configData.port: expected an integer, got 502.5"),
+        ({"ip": "h", "port": True}, "configData.port: expected an integer, got True"),
+        ({"ip": "h", "swap": "yes"}, "configData.swap: expected true or false, got 'yes'"),
+        ({"ip": "h", "parity": "mark"}, "configData.parity: expected one of none, even, odd, got 'mark'"),
+        ({"ip": "h", "timeout": "soon"}, "configData.timeout: expected a number, got 'soon'"),
+    ],
+)
+def test_parse_config_errors_name_device_and_key(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(ModbusLike, data, "device default/d1 protocol")
+    assert message in str(err.value)
+
+
+# --------------------------------------------------------------------------- device view
+
+
+def test_device_spec_from_what_the_agent_sends() -> None:
+    model = crs.model("thermo")
+    model["spec"]["properties"][0]["type"] = "FLOAT"
+    device = crs.device("d1", "thermo", desired="21")
+    device["spec"]["properties"][1]["collectCycle"] = 0
+    device["spec"]["stateReport"] = {"reportCycle": 5000, "reportToCloud": True}
+    m, d = parse_model(model), parse_device(device)
+    spec = device_spec(device_to_proto(d, m), model_to_proto(m))
+    assert (spec.namespace, spec.name, spec.model, spec.protocol_name) == ("default", "d1", "thermo", "testproto")
+    assert spec.protocol_data == {"slaveID": 1.0}
+    temp, setpoint = spec.properties
+    assert (temp.type, temp.access_mode, temp.writable, temp.desired) == ("float", "ReadOnly", False, None)
+    assert temp.visitor_data == {"register": "HoldingRegister", "offset": 3.0}
+    assert (setpoint.type, setpoint.writable, setpoint.desired) == ("int", True, "21")
+    assert setpoint.collect_cycle_ms == DEFAULT_CYCLE_MS and setpoint.report_cycle_ms == 1000
+    assert (spec.state_report_cycle_ms, spec.state_report_to_cloud) == (5000, True)
+    assert str(spec) == "default/d1" and spec.property("setpoint") is setpoint
+
+
+# --------------------------------------------------------------------------- thread adapter
+
+
+@dataclass
+class PinConfig:
+    pin: int
+
+
+@dataclass
+class Reading:
+    reading: str
+
+
+class SlowSensor(BlockingDriver[PinConfig, Reading]):
+    protocol_config = PinConfig
+    visitor_config = Reading
+
+    def __init__(self) -> None:
+        self.threads: set[str] = set()
+        self.order: list[str] = []
+
+    def connect(self, config: PinConfig) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.order.append(f"connect {config.pin}")
+
+    def read(self, visitor: Reading) -> Any:
+        threading.Event().wait(0.05)  # a blocking call, as GPIO bit-banging is
+        self.threads.add(threading.current_thread().name)
+        self.order.append(f"read {visitor.reading}")
+        return 21.5
+
+
+async def test_threaded_driver_keeps_the_loop_free_and_calls_in_order() -> None:
+    inner = SlowSensor()
+    driver = ThreadedDriver(inner)
+    await driver.connect(PinConfig(pin=4))
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    results = await driver.read_many([Reading("temperature"), Reading("humidity")])
+    task.cancel()
+    assert results == [21.5, 21.5]
+    assert inner.order == ["connect 4", "read temperature", "read humidity"]
+    assert threading.current_thread().name not in inner.threads and len(inner.threads) == 1
+    assert ticks >= 5  # the loop kept running while the reads blocked their thread
+    assert await driver.state() == "ok"
+    await driver.close()
