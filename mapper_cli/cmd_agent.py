@@ -16,9 +16,9 @@ from rich.live import Live
 
 from dmi.agent.app import Agent, AgentConfig, StatusTarget
 from dmi.agent.ratelimit import parse_rate
-from dmi.agent.sockets import DEFAULT_DMI_SOCKET, SocketInUseError
 from dmi.agent.status import StatusReader
 from dmi.anypack import Packing
+from dmi.sockets import DEFAULT_DMI_SOCKET, SocketInUseError
 from mapper_cli.cmd_get import devices_table
 from mapper_cli.common import (
     RUNTIME_DIR,

@@ -14,10 +14,10 @@ import grpc
 import pytest
 
 from dmi.agent.app import Agent, AgentConfig
-from dmi.agent.sockets import SocketInUseError
 from dmi.agent.status import StatusReader
 from dmi.anypack import unpack_map
 from dmi.resources import ObjectKey
+from dmi.sockets import SocketInUseError
 from dmi.v1beta1 import api_pb2 as pb
 from tests import crs
 from tests.peers import register_request, serve_mapper, twin

@@ -12,7 +12,7 @@ from typing import Literal
 
 import grpc
 
-from dmi.agent import sockets
+from dmi import sockets
 from dmi.agent.dispatcher import MAX_MESSAGE, Dispatcher
 from dmi.agent.folder_source import Contents, FolderSource
 from dmi.agent.inventory import Inventory, diff

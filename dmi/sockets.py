@@ -1,4 +1,4 @@
-"""Unix socket paths for DMI servers: resolution, stale-file handling, permissions."""
+"""Unix socket paths for DMI servers (agent and mappers): resolution, stale files, permissions."""
 
 from __future__ import annotations
 
