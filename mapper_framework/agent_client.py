@@ -1,0 +1,239 @@
+"""The mapper's client of the agent's ``DeviceManagerService`` (edgecore, or our agent).
+
+Reports never block collection: runtimes put twins and states into an
+:class:`Outbox` that keeps the *latest* value per device and property, and one
+sender task sends one ``ReportDeviceStatus`` per device with all its pending
+twins. Real edgecore admits one DMI call per second (burst 100) and answers
+``too many request`` beyond that; that answer, and an unreachable agent, are
+back-pressure: values stay in the outbox (newer ones replace older ones), the
+sender backs off, and is told about it once with counts.
+
+When the agent was unreachable, the client registers again before sending
+(the agent may have restarted and forgotten the mapper) and hands the fresh
+device list to ``on_registered`` so the mapper can resynchronise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+
+from dmi.v1beta1 import api_pb2 as pb
+from dmi.v1beta1 import api_pb2_grpc
+from mapper_framework.config import MapperConfig
+
+log = logging.getLogger(__name__)
+
+DeviceKey = tuple[str, str]
+RATE_LIMITED = "too many request"
+
+
+@dataclass
+class OutboxStats:
+    reports_sent: int = 0
+    twins_sent: int = 0
+    states_sent: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    dropped: int = 0
+    registrations: int = 0
+
+
+class Outbox:
+    """Pending twins and states, latest value wins. Bounded by devices x properties, never by time."""
+
+    def __init__(self) -> None:
+        self.twins: dict[DeviceKey, dict[str, pb.Twin]] = {}
+        self.states: dict[DeviceKey, str] = {}
+        self.wake = asyncio.Event()
+
+    def put_twins(self, key: DeviceKey, twins: list[pb.Twin]) -> None:
+        pending = self.twins.setdefault(key, {})
+        for twin in twins:
+            pending[twin.propertyName] = twin
+        self.wake.set()
+
+    def put_state(self, key: DeviceKey, state: str) -> None:
+        self.states[key] = state
+        self.wake.set()
+
+    def take_back(self, key: DeviceKey, twins: dict[str, pb.Twin]) -> None:
+        """Return unsent twins without overwriting newer ones that arrived meanwhile."""
+        pending = self.twins.setdefault(key, {})
+        for name, twin in twins.items():
+            pending.setdefault(name, twin)
+
+    def forget(self, key: DeviceKey) -> None:
+        self.twins.pop(key, None)
+        self.states.pop(key, None)
+
+    @property
+    def depth(self) -> int:
+        return sum(len(t) for t in self.twins.values()) + len(self.states)
+
+
+class AgentClient:
+    def __init__(
+        self,
+        config: MapperConfig,
+        on_registered: Callable[[pb.MapperRegisterResponse], Awaitable[None]],
+    ) -> None:
+        self.config = config
+        self.outbox = Outbox()
+        self.stats = OutboxStats()
+        self._on_registered = on_registered
+        max_bytes = config.report.max_message_mb * 1024 * 1024
+        self._channel = grpc.aio.insecure_channel(
+            f"unix:{config.edgecore_sock}",
+            options=[
+                # One MapperRegister answer carries every device of the protocol: ~3.4 KB each.
+                ("grpc.max_receive_message_length", max_bytes),
+                ("grpc.max_send_message_length", max_bytes),
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", int(config.report.retry_max_s * 1000)),
+            ],
+        )
+        self._stub = api_pb2_grpc.DeviceManagerServiceStub(self._channel)
+        self._task: asyncio.Task[None] | None = None
+        self._needs_register = True
+        self._quiet = False  # one log line per back-pressure episode
+
+    def register_request(self) -> pb.MapperRegisterRequest:
+        c = self.config
+        # withData=false would make edgecore never call this mapper back: always true.
+        return pb.MapperRegisterRequest(
+            withData=True,
+            mapper=pb.MapperInfo(
+                name=c.name,
+                version=c.version,
+                api_version=c.api_version,
+                protocol=c.protocol,
+                address=str(c.socket_path).encode(),
+                state="ok",
+            ),
+        )
+
+    async def register(self) -> pb.MapperRegisterResponse:
+        """Register until the agent answers (backoff between tries); returns its device list."""
+        delay = self.config.report.retry_initial_s
+        while True:
+            try:
+                answer: pb.MapperRegisterResponse = await self._stub.MapperRegister(self.register_request(), timeout=10)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    raise RuntimeError(f"the agent refused registration: {exc.details()}") from None
+                log.warning(
+                    "registering with the agent at %s failed (%s); retrying in %.1fs",
+                    self.config.edgecore_sock,
+                    exc.code().name,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.report.retry_max_s)
+                continue
+            self.stats.registrations += 1
+            self._needs_register = False
+            log.info("registered with the agent: %d device(s)", len(answer.deviceList))
+            return answer
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._send_loop(), name="agent-client-sender")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._channel.close()
+
+    async def _send_loop(self) -> None:
+        delay = self.config.report.retry_initial_s
+        while True:
+            if not self.outbox.twins and not self.outbox.states:
+                self.outbox.wake.clear()
+                await self.outbox.wake.wait()
+            try:
+                if self._needs_register:
+                    await self._on_registered(await self.register())
+                await self._flush()
+            except _BackPressure as pressure:
+                self.stats.retries += 1
+                if not self._quiet:
+                    log.warning(
+                        "agent %s (%s); %d value(s) kept, latest per property, retrying",
+                        pressure.reason,
+                        pressure.code,
+                        self.outbox.depth,
+                    )
+                    self._quiet = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.report.retry_max_s)
+                continue
+            if self._quiet:
+                log.info("agent accepts reports again")
+                self._quiet = False
+            delay = self.config.report.retry_initial_s
+
+    async def _flush(self) -> None:
+        for key in list(self.outbox.states):
+            state = self.outbox.states.pop(key)
+            states_request = pb.ReportDeviceStatesRequest(deviceNamespace=key[0], deviceName=key[1], state=state)
+            try:
+                await self._stub.ReportDeviceStates(states_request, timeout=10)
+            except grpc.aio.AioRpcError as exc:
+                if self._retryable(exc):
+                    self.outbox.states.setdefault(key, state)
+                    raise _BackPressure.of(exc) from None
+                self.stats.dropped += 1
+                log.error("device %s/%s: state %r refused: %s", key[0], key[1], state, exc.details())
+                continue
+            self.stats.states_sent += 1
+        for key in list(self.outbox.twins):
+            twins = self.outbox.twins.pop(key)
+            if not twins:
+                continue
+            request = pb.ReportDeviceStatusRequest(
+                deviceNamespace=key[0],
+                deviceName=key[1],
+                reportedDevice=pb.DeviceStatus(twins=list(twins.values())),
+            )
+            try:
+                await self._stub.ReportDeviceStatus(request, timeout=10)
+            except grpc.aio.AioRpcError as exc:
+                if self._retryable(exc):
+                    self.outbox.take_back(key, twins)
+                    raise _BackPressure.of(exc) from None
+                self.stats.dropped += len(twins)
+                log.error("device %s/%s: report of %d twin(s) refused: %s", key[0], key[1], len(twins), exc.details())
+                continue
+            self.stats.reports_sent += 1
+            self.stats.twins_sent += len(twins)
+
+    def _retryable(self, exc: grpc.aio.AioRpcError) -> bool:
+        code = exc.code()
+        if code == grpc.StatusCode.UNKNOWN and RATE_LIMITED in (exc.details() or ""):
+            self.stats.rate_limited += 1
+            return True
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+            # The agent may have restarted: register again before the next send.
+            self._needs_register = True
+            return True
+        return False
+
+
+class _BackPressure(Exception):
+    def __init__(self, reason: str, code: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+    @classmethod
+    def of(cls, exc: grpc.aio.AioRpcError) -> _BackPressure:
+        if RATE_LIMITED in (exc.details() or ""):
+            return cls("is rate-limiting", RATE_LIMITED)
+        return cls("is unreachable", exc.code().name)

@@ -1,0 +1,142 @@
+"""A mapper's ``config.yaml``: the upstream mapper-framework fields plus our optional sections.
+
+Upstream shape (kept verbatim so an existing config works)::
+
+    grpc_server:
+      socket_path: /etc/kubeedge/modbus.sock   # this mapper's own socket (sent as MapperInfo.address)
+    common:
+      name: modbus-mapper
+      version: v1.0.0
+      api_version: v1.0.0
+      protocol: modbus
+      address: 127.0.0.1
+      edgecore_sock: /etc/kubeedge/dmi.sock
+      http_port: "7777"
+
+Ours, all optional: ``log_level``; ``report`` (``retry_initial_s``, ``retry_max_s``,
+``max_message_mb``); ``state`` (``probe_ms``, ``heartbeat_s``, ``failures_offline``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_HTTP_PORT = 7777
+
+
+class MapperConfigError(ValueError):
+    """config.yaml that cannot be used; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 10.0
+    max_message_mb: int = 64
+
+
+@dataclass(frozen=True)
+class StateSettings:
+    probe_ms: int = 1000
+    heartbeat_s: float = 30.0
+    # Consecutive failed read rounds after which the device is reported offline.
+    failures_offline: int = 3
+
+
+@dataclass(frozen=True)
+class MapperConfig:
+    name: str
+    protocol: str
+    socket_path: Path
+    version: str = "v1.0.0"
+    api_version: str = "v1.0.0"
+    address: str = "127.0.0.1"
+    edgecore_sock: Path = Path("/etc/kubeedge/dmi.sock")
+    http_port: int = DEFAULT_HTTP_PORT
+    log_level: str = "info"
+    report: ReportSettings = field(default_factory=ReportSettings)
+    state: StateSettings = field(default_factory=StateSettings)
+
+    def with_overrides(self, **overrides: Any) -> MapperConfig:
+        """CLI flags win over the file; ``None`` means "not given"."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _section(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise MapperConfigError(f"{where}: {key}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _typed(cls: type[Any], raw: dict[str, Any], where: str) -> Any:
+    kwargs: dict[str, Any] = {}
+    names = {f.name: f for f in fields(cls)}
+    for key, value in raw.items():
+        if key not in names:
+            raise MapperConfigError(f"{where}.{key}: unknown setting (known: {', '.join(names)})")
+        expected = type(getattr(cls(), key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+            raise MapperConfigError(f"{where}.{key}: expected {expected.__name__}, got {value!r}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def load_config(path: Path) -> MapperConfig:
+    """Read and check ``config.yaml``; every problem names the file and the field."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise MapperConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise MapperConfigError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise MapperConfigError(f"{path}: expected a mapping at the top")
+    return config_from_dict(raw, str(path))
+
+
+def config_from_dict(raw: dict[str, Any], where: str = "config") -> MapperConfig:
+    common = _section(raw, "common", where)
+    grpc = _section(raw, "grpc_server", where)
+    for key in ("name", "protocol"):
+        if not isinstance(common.get(key), str) or not common.get(key):
+            raise MapperConfigError(f"{where}: common.{key} is required (a non-empty string)")
+    socket = grpc.get("socket_path") or f"/etc/kubeedge/{common['name']}.sock"
+    port_raw = common.get("http_port", "")
+    try:
+        port = int(port_raw) if str(port_raw).strip() else DEFAULT_HTTP_PORT
+    except ValueError:
+        raise MapperConfigError(f"{where}: common.http_port: expected a port number, got {port_raw!r}") from None
+    if not 0 <= port <= 65535:
+        raise MapperConfigError(f"{where}: common.http_port: {port} is not a TCP port")
+    known_common = {"name", "version", "api_version", "protocol", "address", "edgecore_sock", "http_port"}
+    for key in common:
+        if key not in known_common:
+            raise MapperConfigError(
+                f"{where}: common.{key}: unknown setting (known: {', '.join(sorted(known_common))})"
+            )
+    for key in raw:
+        if key not in ("common", "grpc_server", "log_level", "report", "state"):
+            raise MapperConfigError(f"{where}: {key}: unknown section")
+    level = str(raw.get("log_level", "info")).lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise MapperConfigError(f"{where}: log_level: expected debug, info, warning or error, got {level!r}")
+    return MapperConfig(
+        name=common["name"],
+        protocol=common["protocol"],
+        socket_path=Path(str(socket)),
+        version=str(common.get("version", "v1.0.0")),
+        api_version=str(common.get("api_version", "v1.0.0")),
+        address=str(common.get("address", "127.0.0.1")),
+        edgecore_sock=Path(str(common.get("edgecore_sock") or "/etc/kubeedge/dmi.sock")),
+        http_port=port,
+        log_level=level,
+        report=_typed(ReportSettings, _section(raw, "report", where), f"{where}: report"),
+        state=_typed(StateSettings, _section(raw, "state", where), f"{where}: state"),
+    )

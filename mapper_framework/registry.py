@@ -1,0 +1,113 @@
+"""The devices and models a mapper runs: start, restart and stop runtimes as the agent says."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from dmi.v1beta1 import api_pb2 as pb
+from mapper_framework.agent_client import Outbox
+from mapper_framework.config import StateSettings
+from mapper_framework.device import DeviceSpec, DeviceSpecError, device_spec
+from mapper_framework.driver import Driver
+from mapper_framework.runtime import DeviceRuntime
+
+log = logging.getLogger(__name__)
+
+DriverFactory = Callable[[DeviceSpec], Driver[Any, Any]]
+Key = tuple[str, str]
+
+
+def _key(namespace: str, name: str) -> Key:
+    return (namespace or "default", name)
+
+
+class DeviceRegistry:
+    def __init__(self, driver_factory: DriverFactory, outbox: Outbox, state: StateSettings) -> None:
+        self._factory = driver_factory
+        self._outbox = outbox
+        self._state = state
+        self.models: dict[Key, pb.DeviceModel] = {}
+        self.devices: dict[Key, pb.Device] = {}
+        self.runtimes: dict[Key, DeviceRuntime] = {}
+        self._previous_twins: dict[Key, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ models
+    def set_model(self, model: pb.DeviceModel) -> None:
+        """Models affect devices started after this; running devices get their own UpdateDevice."""
+        self.models[_key(model.namespace, model.name)] = model
+
+    def remove_model(self, namespace: str, name: str) -> None:
+        self.models.pop(_key(namespace, name), None)
+
+    # ------------------------------------------------------------------ devices
+    async def put_device(self, device: pb.Device, model: pb.DeviceModel | None = None) -> None:
+        """Start the device, or restart it if it changed; other devices are not touched."""
+        key = _key(device.namespace, device.name)
+        if model is not None:
+            self.set_model(model)
+        old = self.devices.get(key)
+        if old is not None and old == device and key in self.runtimes:
+            return
+        await self._stop(key)
+        self.devices[key] = device
+        model = self.models.get(_key(device.namespace, device.spec.deviceModelReference))
+        try:
+            spec = device_spec(device, model)
+        except DeviceSpecError as exc:
+            log.error("%s; the device is not started", exc)
+            self._outbox.put_state(key, "unhealthy")
+            return
+        runtime = DeviceRuntime(spec, self._factory(spec), self._outbox.put_twins, self._outbox.put_state, self._state)
+        if old is not None:
+            # Keep what was applied and read: a restart must not re-write desired values already in place.
+            previous = self._previous_twins.pop(key, {})
+            for name, twin in previous.items():
+                if name in runtime.twins:
+                    runtime.twins[name] = twin
+        self.runtimes[key] = runtime
+        runtime.start()
+        log.info("device %s/%s %s", key[0], key[1], "restarted" if old is not None else "started")
+
+    async def _stop(self, key: Key) -> None:
+        runtime = self.runtimes.pop(key, None)
+        if runtime is not None:
+            self._previous_twins[key] = runtime.twins
+            await runtime.stop()
+
+    async def remove_device(self, namespace: str, name: str) -> None:
+        key = _key(namespace, name)
+        await self._stop(key)
+        self._previous_twins.pop(key, None)
+        self.devices.pop(key, None)
+        self._outbox.forget(key)
+        log.info("device %s/%s removed", key[0], key[1])
+
+    async def sync(self, answer: pb.MapperRegisterResponse) -> None:
+        """Make the running set exactly the agent's list (after a (re-)registration)."""
+        for model in answer.modelList:
+            self.set_model(model)
+        wanted = {_key(d.namespace, d.name): d for d in answer.deviceList}
+        for key in list(self.devices):
+            if key not in wanted:
+                await self.remove_device(*key)
+        for device in answer.deviceList:
+            await self.put_device(device)
+
+    async def close(self) -> None:
+        for key in list(self.runtimes):
+            await self._stop(key)
+
+    def current(self, namespace: str, name: str) -> pb.Device | None:
+        """The device as received, with the latest twins in its status (what GetDevice answers)."""
+        key = _key(namespace, name)
+        device = self.devices.get(key)
+        if device is None:
+            return None
+        out = pb.Device()
+        out.CopyFrom(device)
+        runtime = self.runtimes.get(key)
+        if runtime is not None:
+            out.status.twins.extend(runtime.twin_messages(list(runtime.spec.properties)))
+        return out

@@ -1,0 +1,305 @@
+"""One device at run time: collect, keep twins, report, apply desired values, probe state.
+
+Properties that share a collect cycle are read together (``Driver.read_many``),
+so a protocol that can coalesce requests gets the chance. Twins are reported
+per report cycle, all due properties of the device in one ``ReportDeviceStatus``
+(through the outbox: latest value wins under back-pressure). A failed read
+marks that property stale (its last good value stays); when every read of a
+round fails ``failures_offline`` rounds in a row the device is reported
+``offline``, and the first good round brings it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dmi.v1beta1 import api_pb2 as pb
+from mapper_framework.config import StateSettings
+from mapper_framework.device import DeviceSpec, PropertySpec
+from mapper_framework.driver import ConfigError, Driver, parse_config
+from mapper_framework.values import PropertyValueError, format_value, parse_value, reportable
+
+log = logging.getLogger(__name__)
+
+STATES = ("ok", "online", "offline", "unhealthy", "unknown")
+
+
+@dataclass
+class Twin:
+    """The latest known value of one property."""
+
+    value: str = ""
+    timestamp_ms: int = 0
+    observed_desired: str = ""
+    error: str = ""  # the last read error; the value above is then stale
+    failures: int = 0
+    reads: int = 0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def normalise_state(state: str) -> str:
+    lowered = state.lower()
+    if lowered == "disconnected":  # mapper-framework's word; edgecore ignores it
+        return "offline"
+    return lowered if lowered in STATES else "unknown"
+
+
+class DeviceRuntime:
+    """Runs one device with its driver. ``report`` and ``report_state`` feed the outbox."""
+
+    def __init__(
+        self,
+        spec: DeviceSpec,
+        driver: Driver[Any, Any],
+        report: Callable[[tuple[str, str], list[pb.Twin]], None],
+        report_state: Callable[[tuple[str, str], str], None],
+        state_settings: StateSettings | None = None,
+    ) -> None:
+        self.spec = spec
+        self.driver = driver
+        self._report = report
+        self._report_state = report_state
+        self._settings = state_settings or StateSettings()
+        self.twins: dict[str, Twin] = {p.name: Twin() for p in spec.properties}
+        self.state = "unknown"
+        self.error = ""
+        self._visitors: dict[str, Any] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._main: asyncio.Task[None] | None = None
+        self._failed_rounds = 0
+        self._warned_values: set[str] = set()
+        self._write_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._main = asyncio.create_task(self._run(), name=f"device-{self.spec}")
+
+    async def stop(self) -> None:
+        tasks = [t for t in [self._main, *self._tasks] if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        with contextlib.suppress(Exception):
+            await self.driver.close()
+
+    def _set_state(self, state: str, force: bool = False) -> None:
+        state = normalise_state(state)
+        if state != self.state or force:
+            if state != self.state:
+                log.info("device %s: state %s -> %s", self.spec, self.state, state)
+            self.state = state
+            self._report_state(self.spec.key, state)
+
+    async def _run(self) -> None:
+        try:
+            protocol = parse_config(
+                self.driver.protocol_config, self.spec.protocol_data, f"device {self.spec} protocol"
+            )
+            for prop in self.spec.properties:
+                self._visitors[prop.name] = parse_config(
+                    self.driver.visitor_config, prop.visitor_data, f"device {self.spec} property {prop.name} visitors"
+                )
+        except ConfigError as exc:
+            self.error = str(exc)
+            log.error("%s; the device is not started. Hint: fix the Device CR's configData", exc)
+            self._set_state("unhealthy")
+            return
+        await self._connect(protocol)
+        groups: dict[int, list[PropertySpec]] = {}
+        for prop in self.spec.properties:
+            groups.setdefault(prop.collect_cycle_ms, []).append(prop)
+        reports: dict[int, list[PropertySpec]] = {}
+        for prop in self.spec.properties:
+            if prop.report_to_cloud:
+                reports.setdefault(prop.report_cycle_ms, []).append(prop)
+        self._tasks += [asyncio.create_task(self._collect(c, ps)) for c, ps in sorted(groups.items())]
+        self._tasks += [asyncio.create_task(self._reporting(c, ps)) for c, ps in sorted(reports.items())]
+        self._tasks.append(asyncio.create_task(self._probe_state()))
+        await self.apply_desired()
+
+    async def _connect(self, protocol: Any) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.driver.connect(protocol)
+                return
+            except Exception as exc:
+                if self.error != str(exc):
+                    log.warning("device %s: connect failed: %s; retrying", self.spec, exc)
+                self.error = str(exc)
+                self._set_state("offline")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    # ------------------------------------------------------------------ loops
+    async def _every(self, cycle_ms: int) -> Any:
+        """Yield on a fixed schedule; a late round is not made up (no bursts after a stall)."""
+        loop = asyncio.get_running_loop()
+        period = cycle_ms / 1000
+        deadline = loop.time()
+        while True:
+            yield
+            deadline += period
+            delay = deadline - loop.time()
+            if delay < 0:
+                deadline = loop.time()
+                delay = 0
+            await asyncio.sleep(delay)
+
+    async def _collect(self, cycle_ms: int, props: list[PropertySpec]) -> None:
+        async for _ in self._every(cycle_ms):
+            try:
+                results = await self.driver.read_many([self._visitors[p.name] for p in props])
+            except Exception as exc:
+                results = [exc] * len(props)
+            stamp = now_ms()
+            good = 0
+            for prop, result in zip(props, results, strict=True):
+                twin = self.twins[prop.name]
+                if isinstance(result, BaseException):
+                    twin.failures += 1
+                    if twin.failures == 1:
+                        log.warning("device %s property %s: read failed: %s", self.spec, prop.name, result)
+                    twin.error = str(result)
+                    continue
+                try:
+                    text = format_value(result, prop.type)
+                except (PropertyValueError, TypeError, ValueError) as exc:
+                    twin.failures += 1
+                    twin.error = f"value {result!r} does not fit type {prop.type}: {exc}"
+                    if twin.failures == 1:
+                        log.warning("device %s property %s: %s", self.spec, prop.name, twin.error)
+                    continue
+                if not reportable(text) and prop.name not in self._warned_values:
+                    self._warned_values.add(prop.name)
+                    log.warning(
+                        "device %s property %s: value %r breaks edgecore's twin rule ^[a-zA-Z0-9-_.,:/@#]{1,512}$;"
+                        " edgecore will drop it",
+                        self.spec,
+                        prop.name,
+                        text[:60],
+                    )
+                if twin.failures:
+                    log.info("device %s property %s: reads recovered", self.spec, prop.name)
+                twin.value, twin.timestamp_ms, twin.error, twin.failures = text, stamp, "", 0
+                twin.reads += 1
+                good += 1
+            self._failed_rounds = 0 if good else self._failed_rounds + 1
+
+    def twin_messages(self, props: list[PropertySpec]) -> list[pb.Twin]:
+        out = []
+        for prop in props:
+            twin = self.twins[prop.name]
+            if not twin.timestamp_ms:
+                continue  # nothing read yet
+            out.append(
+                pb.Twin(
+                    propertyName=prop.name,
+                    reported=pb.TwinProperty(
+                        value=twin.value, metadata={"type": prop.type, "timestamp": str(twin.timestamp_ms)}
+                    ),
+                    # Always present: edgecore dereferences it without a check.
+                    observedDesired=pb.TwinProperty(
+                        value=twin.observed_desired,
+                        metadata={"type": prop.type, "timestamp": str(twin.timestamp_ms)}
+                        if twin.observed_desired
+                        else {},
+                    ),
+                )
+            )
+        return out
+
+    async def _reporting(self, cycle_ms: int, props: list[PropertySpec]) -> None:
+        async for _ in self._every(cycle_ms):
+            twins = self.twin_messages(props)
+            if twins:
+                self._report(self.spec.key, twins)
+
+    async def _probe_state(self) -> None:
+        last_sent = 0.0
+        loop = asyncio.get_running_loop()
+        async for _ in self._every(self.spec.state_report_cycle_ms or self._settings.probe_ms):
+            if self._failed_rounds >= self._settings.failures_offline:
+                state = "offline"
+            else:
+                try:
+                    state = await self.driver.state()
+                except Exception as exc:
+                    log.warning("device %s: state probe failed: %s", self.spec, exc)
+                    state = "unknown"
+            heartbeat = loop.time() - last_sent >= self._settings.heartbeat_s
+            before = self.state
+            self._set_state(state, force=heartbeat)
+            if heartbeat or before != self.state:
+                last_sent = loop.time()
+
+    # ------------------------------------------------------------------ writes
+    async def apply_desired(self) -> None:
+        """Write desired values that differ from what was last applied (ReadWrite properties only)."""
+        for prop in self.spec.properties:
+            if prop.desired is None:
+                continue
+            if not prop.writable:
+                log.warning(
+                    "device %s property %s: desired value ignored: the property is %s",
+                    self.spec,
+                    prop.name,
+                    prop.access_mode or "not ReadWrite in the model",
+                )
+                continue
+            if self.twins[prop.name].observed_desired == prop.desired:
+                continue
+            try:
+                await self.write(prop.name, prop.desired)
+            except Exception as exc:
+                log.error(
+                    "device %s property %s: writing desired value %r failed: %s",
+                    self.spec,
+                    prop.name,
+                    prop.desired,
+                    exc,
+                )
+                continue
+            self.twins[prop.name].observed_desired = prop.desired
+
+    async def write(self, name: str, text: str) -> None:
+        """Write ``text`` (parsed to the property's type, checked against min/max) to the device."""
+        prop = self.spec.property(name)
+        if prop is None:
+            raise KeyError(f"device {self.spec} has no property {name!r}")
+        if not prop.writable:
+            raise PermissionError(f"device {self.spec} property {name} is {prop.access_mode or 'not ReadWrite'}")
+        value = parse_value(text, prop.type)
+        _check_range(prop, value)
+        async with self._write_lock:
+            await self.driver.write(self._visitors[name], value)
+        log.info("device %s property %s: wrote %r", self.spec, name, text)
+
+
+def _limit(bound: str) -> float | None:
+    try:
+        return float(bound) if bound else None
+    except ValueError:
+        return None
+
+
+def _check_range(prop: PropertySpec, value: Any) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    low, high = _limit(prop.minimum), _limit(prop.maximum)
+    if low is not None and value < low:
+        raise PropertyValueError(f"{value} is below the minimum {prop.minimum} of property {prop.name}")
+    if high is not None and value > high:
+        raise PropertyValueError(f"{value} is above the maximum {prop.maximum} of property {prop.name}")

@@ -1,0 +1,71 @@
+"""A small driver for SDK tests (not shipped): a simulated device whose registers the test controls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mapper_framework.device import DeviceSpec
+from mapper_framework.driver import Driver
+
+
+@dataclass
+class Protocol:
+    slaveID: int
+
+
+@dataclass
+class Visitor:
+    offset: int = 0
+    register: str = "HoldingRegister"
+
+
+@dataclass
+class FakeDevice:
+    """The 'hardware': registers by offset, a write log, and a switch to make it fail."""
+
+    registers: dict[int, Any] = field(default_factory=dict)
+    writes: list[tuple[int, Any]] = field(default_factory=list)
+    down: bool = False
+    reads: int = 0
+
+
+class FakeDriver(Driver[Protocol, Visitor]):
+    protocol_config = Protocol
+    visitor_config = Visitor
+
+    def __init__(self, device: FakeDevice) -> None:
+        self.device = device
+        self.connected: Protocol | None = None
+        self.closed = False
+
+    async def connect(self, config: Protocol) -> None:
+        self.connected = config
+
+    async def read(self, visitor: Visitor) -> Any:
+        if self.device.down:
+            raise ConnectionError("device does not answer")
+        self.device.reads += 1
+        return self.device.registers.get(visitor.offset, 0)
+
+    async def write(self, visitor: Visitor, value: Any) -> None:
+        if self.device.down:
+            raise ConnectionError("device does not answer")
+        self.device.registers[visitor.offset] = value
+        self.device.writes.append((visitor.offset, value))
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeFleet:
+    """One FakeDevice per device name; the driver factory the Mapper is given."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, FakeDevice] = {}
+        self.drivers: list[FakeDriver] = []
+
+    def __call__(self, spec: DeviceSpec) -> FakeDriver:
+        driver = FakeDriver(self.devices.setdefault(spec.name, FakeDevice()))
+        self.drivers.append(driver)
+        return driver
