@@ -13,7 +13,7 @@ Upstream shape (kept verbatim so an existing config works)::
       edgecore_sock: /etc/kubeedge/dmi.sock
       http_port: "7777"
 
-Ours, all optional: ``log_level``; ``report`` (``retry_initial_s``, ``retry_max_s``,
+Ours, all optional: ``log_level``; ``rest`` (``bind``, ``enabled``); ``report`` (``retry_initial_s``, ``retry_max_s``,
 ``max_message_mb``); ``state`` (``probe_ms``, ``heartbeat_s``, ``failures_offline``).
 """
 
@@ -48,6 +48,13 @@ class StateSettings:
 
 
 @dataclass(frozen=True)
+class RestSettings:
+    # Loopback by default: the API can write to devices. Set 0.0.0.0 deliberately to expose it.
+    bind: str = "127.0.0.1"
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class MapperConfig:
     name: str
     protocol: str
@@ -60,6 +67,7 @@ class MapperConfig:
     log_level: str = "info"
     report: ReportSettings = field(default_factory=ReportSettings)
     state: StateSettings = field(default_factory=StateSettings)
+    rest: RestSettings = field(default_factory=RestSettings)
 
     def with_overrides(self, **overrides: Any) -> MapperConfig:
         """CLI flags win over the file; ``None`` means "not given"."""
@@ -122,7 +130,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> MapperConfig
                 f"{where}: common.{key}: unknown setting (known: {', '.join(sorted(known_common))})"
             )
     for key in raw:
-        if key not in ("common", "grpc_server", "log_level", "report", "state"):
+        if key not in ("common", "grpc_server", "log_level", "report", "state", "rest"):
             raise MapperConfigError(f"{where}: {key}: unknown section")
     level = str(raw.get("log_level", "info")).lower()
     if level not in ("debug", "info", "warning", "error"):
@@ -139,4 +147,5 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> MapperConfig
         log_level=level,
         report=_typed(ReportSettings, _section(raw, "report", where), f"{where}: report"),
         state=_typed(StateSettings, _section(raw, "state", where), f"{where}: state"),
+        rest=_typed(RestSettings, _section(raw, "rest", where), f"{where}: rest"),
     )

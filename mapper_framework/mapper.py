@@ -13,6 +13,7 @@ from mapper_framework.agent_client import AgentClient
 from mapper_framework.config import MapperConfig
 from mapper_framework.mapper_service import MapperService
 from mapper_framework.registry import DeviceRegistry, DriverFactory
+from mapper_framework.rest import RestApi
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ class Mapper:
         self.config = config
         self.client = AgentClient(config, self._registered)
         self.registry = DeviceRegistry(driver_factory, self.client.outbox, config.state)
+        self.rest = RestApi(config, self.registry, self.client) if config.rest.enabled else None
         self._server: grpc.aio.Server | None = None
 
     async def _registered(self, answer: pb.MapperRegisterResponse) -> None:
@@ -43,10 +45,14 @@ class Mapper:
         sockets.restrict(path)
         self._server = server
         log.info("mapper %s (%s) serving on %s", self.config.name, self.config.protocol, path)
+        if self.rest is not None:
+            await self.rest.start()
         await self._registered(await self.client.register())
         self.client.start()
 
     async def stop(self) -> None:
+        if self.rest is not None:
+            await self.rest.stop()
         await self.registry.close()
         await self.client.close()
         if self._server is not None:

@@ -38,8 +38,9 @@ class Twin:
     timestamp_ms: int = 0
     observed_desired: str = ""
     error: str = ""  # the last read error; the value above is then stale
-    failures: int = 0
+    failures: int = 0  # consecutive
     reads: int = 0
+    errors: int = 0  # total
 
 
 def now_ms() -> int:
@@ -170,6 +171,7 @@ class DeviceRuntime:
                 twin = self.twins[prop.name]
                 if isinstance(result, BaseException):
                     twin.failures += 1
+                    twin.errors += 1
                     if twin.failures == 1:
                         log.warning("device %s property %s: read failed: %s", self.spec, prop.name, result)
                     twin.error = str(result)
@@ -178,6 +180,7 @@ class DeviceRuntime:
                     text = format_value(result, prop.type)
                 except (PropertyValueError, TypeError, ValueError) as exc:
                     twin.failures += 1
+                    twin.errors += 1
                     twin.error = f"value {result!r} does not fit type {prop.type}: {exc}"
                     if twin.failures == 1:
                         log.warning("device %s property %s: %s", self.spec, prop.name, twin.error)

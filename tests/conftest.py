@@ -3,13 +3,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
 from dmi.agent.app import Agent, AgentConfig
 from dmi.v1beta1 import api_pb2_grpc
+from mapper_framework.config import config_from_dict
+from mapper_framework.mapper import Mapper
+from tests import crs
 from tests.peers import short_tmpdir
+from tests.sdk_driver import FakeFleet, fast_device
 
 
 @pytest.fixture
@@ -55,3 +60,28 @@ async def make_agent(sockdir: Path, tmp_path: Path) -> AsyncIterator[object]:
     for h in started:
         await h.channel.close()
         await h.agent.stop()
+
+
+@pytest.fixture
+async def stack(make_agent: Any, sockdir: Path) -> Any:
+    h = await make_agent()
+    crs.write(h.crs, "d.yaml", crs.model("thermo"), fast_device("dev-a", desired="21"), fast_device("dev-b"))
+    await h.agent.reload()
+    fleet = FakeFleet()
+    config = config_from_dict(
+        {
+            "grpc_server": {"socket_path": str(sockdir / "testproto.sock")},
+            "common": {
+                "name": "test-mapper",
+                "protocol": "testproto",
+                "edgecore_sock": str(h.agent.socket_path),
+                "http_port": "0",
+            },
+            "report": {"retry_initial_s": 0.05, "retry_max_s": 0.5},
+            "state": {"probe_ms": 100, "failures_offline": 2},
+        }
+    )
+    mapper = Mapper(config, fleet)
+    await mapper.start()
+    yield h, mapper, fleet
+    await mapper.stop()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dmi.agent.app import Agent
+from dmi.resources import ObjectKey
 from mapper_framework.device import DeviceSpec
 from mapper_framework.driver import Driver
+from tests import crs
 
 
 @dataclass
@@ -69,3 +74,36 @@ class FakeFleet:
         driver = FakeDriver(self.devices.setdefault(spec.name, FakeDevice()))
         self.drivers.append(driver)
         return driver
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def fast_device(name: str, desired: str | None = None) -> dict[str, Any]:
+    props = [
+        {
+            "name": "temperature",
+            "collectCycle": 50,
+            "reportCycle": 100,
+            "reportToCloud": True,
+            "visitors": {"protocolName": "testproto", "configData": {"offset": 0}},
+        },
+        {
+            "name": "setpoint",
+            "collectCycle": 50,
+            "reportCycle": 100,
+            "reportToCloud": True,
+            "visitors": {"protocolName": "testproto", "configData": {"offset": 1}},
+            **({"desired": {"value": desired}} if desired is not None else {}),
+        },
+    ]
+    return crs.device(name, "thermo", properties=props)
+
+
+def stored(agent: Agent, device: str) -> dict[str, tuple[str | None, str | None]]:
+    return {t.property: (t.reported_value, t.desired_value) for t in agent.store.twins(ObjectKey("default", device))}

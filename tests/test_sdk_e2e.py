@@ -3,71 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from dmi.agent.app import Agent
 from dmi.resources import ObjectKey
 from mapper_framework.config import config_from_dict
 from mapper_framework.mapper import Mapper
 from tests import crs
-from tests.sdk_driver import FakeFleet
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-def fast_device(name: str, desired: str | None = None) -> dict[str, Any]:
-    props = [
-        {
-            "name": "temperature",
-            "collectCycle": 50,
-            "reportCycle": 100,
-            "reportToCloud": True,
-            "visitors": {"protocolName": "testproto", "configData": {"offset": 0}},
-        },
-        {
-            "name": "setpoint",
-            "collectCycle": 50,
-            "reportCycle": 100,
-            "reportToCloud": True,
-            "visitors": {"protocolName": "testproto", "configData": {"offset": 1}},
-            **({"desired": {"value": desired}} if desired is not None else {}),
-        },
-    ]
-    return crs.device(name, "thermo", properties=props)
-
-
-def stored(agent: Agent, device: str) -> dict[str, tuple[str | None, str | None]]:
-    return {t.property: (t.reported_value, t.desired_value) for t in agent.store.twins(ObjectKey("default", device))}
-
-
-@pytest.fixture
-async def stack(make_agent: Any, sockdir: Path) -> Any:
-    h = await make_agent()
-    crs.write(h.crs, "d.yaml", crs.model("thermo"), fast_device("dev-a", desired="21"), fast_device("dev-b"))
-    await h.agent.reload()
-    fleet = FakeFleet()
-    config = config_from_dict(
-        {
-            "grpc_server": {"socket_path": str(sockdir / "testproto.sock")},
-            "common": {"name": "test-mapper", "protocol": "testproto", "edgecore_sock": str(h.agent.socket_path)},
-            "report": {"retry_initial_s": 0.05, "retry_max_s": 0.5},
-            "state": {"probe_ms": 100, "failures_offline": 2},
-        }
-    )
-    mapper = Mapper(config, fleet)
-    await mapper.start()
-    yield h, mapper, fleet
-    await mapper.stop()
+from tests.sdk_driver import FakeFleet, fast_device, stored, until
 
 
 async def test_values_flow_from_driver_to_the_agent_store(stack: Any) -> None:
@@ -147,7 +91,12 @@ async def test_rate_limited_agent_is_back_pressure_not_loss(make_agent: Any, soc
     config = config_from_dict(
         {
             "grpc_server": {"socket_path": str(sockdir / "rl.sock")},
-            "common": {"name": "rl-mapper", "protocol": "testproto", "edgecore_sock": str(h.agent.socket_path)},
+            "common": {
+                "name": "rl-mapper",
+                "protocol": "testproto",
+                "edgecore_sock": str(h.agent.socket_path),
+                "http_port": "0",
+            },
             "report": {"retry_initial_s": 0.05, "retry_max_s": 0.2},
         }
     )

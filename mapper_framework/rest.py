@@ -1,0 +1,217 @@
+"""The mapper's REST API (default 127.0.0.1:7777), KubeEdge's routes under ``/api/v1`` plus ``/metrics``.
+
+Routes: ``GET /api/v1/ping``; ``GET /api/v1/device/{namespace}/{name}/{property}``;
+``GET /api/v1/devicemethod/{namespace}/{name}``;
+``GET /api/v1/devicemethod/{namespace}/{name}/{method}/{property}/{value}`` (a write);
+``GET /api/v1/meta/model/{namespace}/{name}``; ``GET /api/v1/database/{namespace}/{name}``;
+``GET /metrics`` (Prometheus text). Errors are JSON ``{"error": ...}`` with 400, 403, 404 or 502.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from google.protobuf import json_format
+
+from mapper_framework.agent_client import AgentClient
+from mapper_framework.config import MapperConfig
+from mapper_framework.registry import DeviceRegistry
+from mapper_framework.runtime import DeviceRuntime
+from mapper_framework.values import PropertyValueError
+
+log = logging.getLogger(__name__)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+class RestApi:
+    def __init__(self, config: MapperConfig, registry: DeviceRegistry, client: AgentClient) -> None:
+        self.config = config
+        self.registry = registry
+        self.client = client
+        self.app = web.Application()
+        self.app.add_routes(
+            [
+                web.get("/api/v1/ping", self.ping),
+                web.get("/api/v1/device/{namespace}/{name}/{property}", self.device_property),
+                web.get("/api/v1/devicemethod/{namespace}/{name}", self.device_methods),
+                web.get("/api/v1/devicemethod/{namespace}/{name}/{method}/{property}/{value}", self.call_method),
+                web.get("/api/v1/meta/model/{namespace}/{name}", self.model),
+                web.get("/api/v1/database/{namespace}/{name}", self.database),
+                web.get("/metrics", self.metrics),
+            ]
+        )
+        self._runner: web.AppRunner | None = None
+        self.port = config.http_port
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.rest.bind, self.config.http_port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]  # the real port when 0 was asked for
+        log.info("REST API on http://%s:%d/api/v1", self.config.rest.bind, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def _runtime(self, request: web.Request) -> DeviceRuntime | web.Response:
+        ns, name = request.match_info["namespace"], request.match_info["name"]
+        runtime = self.registry.runtimes.get((ns, name))
+        if runtime is None:
+            return _error(404, f"device {ns}/{name} is not served by this mapper")
+        return runtime
+
+    async def ping(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "message": "pong",
+                "name": self.config.name,
+                "protocol": self.config.protocol,
+                "devices": len(self.registry.runtimes),
+            }
+        )
+
+    async def device_property(self, request: web.Request) -> web.Response:
+        runtime = self._runtime(request)
+        if isinstance(runtime, web.Response):
+            return runtime
+        name = request.match_info["property"]
+        prop = runtime.spec.property(name)
+        if prop is None:
+            return _error(404, f"device {runtime.spec} has no property {name!r}")
+        twin = runtime.twins[name]
+        return web.json_response(
+            {
+                "namespace": runtime.spec.namespace,
+                "name": runtime.spec.name,
+                "property": name,
+                "value": twin.value,
+                "type": prop.type,
+                "timestamp": twin.timestamp_ms,
+                "observedDesired": twin.observed_desired,
+                "stale": bool(twin.error) or not twin.timestamp_ms,
+                "error": twin.error,
+            }
+        )
+
+    async def device_methods(self, request: web.Request) -> web.Response:
+        runtime = self._runtime(request)
+        if isinstance(runtime, web.Response):
+            return runtime
+        spec = runtime.spec
+        base = f"/api/v1/devicemethod/{spec.namespace}/{spec.name}"
+        return web.json_response(
+            {
+                "namespace": spec.namespace,
+                "name": spec.name,
+                "methods": [
+                    {
+                        "name": m.name,
+                        "description": m.description,
+                        "propertyNames": list(m.property_names),
+                        "path": f"{base}/{m.name}/{{propertyName}}/{{value}}",
+                    }
+                    for m in spec.methods
+                ],
+            }
+        )
+
+    async def call_method(self, request: web.Request) -> web.Response:
+        runtime = self._runtime(request)
+        if isinstance(runtime, web.Response):
+            return runtime
+        method_name, name, value = (request.match_info[k] for k in ("method", "property", "value"))
+        method = next((m for m in runtime.spec.methods if m.name == method_name), None)
+        if method is None:
+            return _error(404, f"device {runtime.spec} has no method {method_name!r}")
+        if name not in method.property_names:
+            return _error(
+                400,
+                f"method {method_name} does not cover property {name!r}"
+                f" (it covers: {', '.join(method.property_names)})",
+            )
+        try:
+            await runtime.write(name, value)
+        except KeyError as exc:
+            return _error(404, str(exc.args[0]))
+        except PermissionError as exc:
+            return _error(403, str(exc))
+        except PropertyValueError as exc:
+            return _error(400, str(exc))
+        except Exception as exc:  # the device refused or did not answer
+            log.warning("device %s property %s: write %r failed: %s", runtime.spec, name, value, exc)
+            return _error(502, f"device {runtime.spec} property {name}: write failed: {exc}")
+        return web.json_response(
+            {"namespace": runtime.spec.namespace, "name": runtime.spec.name, "property": name, "written": value}
+        )
+
+    async def model(self, request: web.Request) -> web.Response:
+        ns, name = request.match_info["namespace"], request.match_info["name"]
+        model = self.registry.models.get((ns, name))
+        if model is None:
+            return _error(404, f"device model {ns}/{name} is not known to this mapper")
+        return web.json_response(json_format.MessageToDict(model, preserving_proto_field_name=True))
+
+    async def database(self, request: web.Request) -> web.Response:
+        runtime = self._runtime(request)
+        if isinstance(runtime, web.Response):
+            return runtime
+        return _error(404, f"device {runtime.spec} has no database push method: this mapper writes to none yet")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], Any]]) -> None:
+            lines.append(f"# HELP {name} {help_}")
+            lines.append(f"# TYPE {name} {kind}")
+            for labels, value in samples:
+                text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+                lines.append(f"{name}{{{text}}} {value}" if text else f"{name} {value}")
+
+        per_prop: list[tuple[dict[str, str], int]] = []
+        per_prop_err: list[tuple[dict[str, str], int]] = []
+        up: list[tuple[dict[str, str], int]] = []
+        for (ns, dev), runtime in sorted(self.registry.runtimes.items()):
+            for pname, twin in runtime.twins.items():
+                labels = {"namespace": ns, "device": dev, "property": pname}
+                per_prop.append((labels, twin.reads))
+                per_prop_err.append((labels, twin.errors))
+            up.append(({"namespace": ns, "device": dev, "state": runtime.state}, 1))
+        stats = self.client.stats
+        metric("mapper_property_reads_total", "counter", "Successful reads of a property.", per_prop)
+        metric("mapper_property_read_errors_total", "counter", "Failed reads of a property.", per_prop_err)
+        metric("mapper_device_state", "gauge", "1 for the state each device is in.", up)
+        metric("mapper_reports_total", "counter", "ReportDeviceStatus calls accepted.", [({}, stats.reports_sent)])
+        metric("mapper_twins_reported_total", "counter", "Twins delivered to the agent.", [({}, stats.twins_sent)])
+        metric("mapper_state_reports_total", "counter", "ReportDeviceStates calls accepted.", [({}, stats.states_sent)])
+        metric(
+            "mapper_report_retries_total", "counter", "Back-offs (agent away or rate-limiting).", [({}, stats.retries)]
+        )
+        metric(
+            "mapper_rate_limited_total",
+            "counter",
+            "Answers 'too many request' from the agent.",
+            [({}, stats.rate_limited)],
+        )
+        metric(
+            "mapper_reports_dropped_total",
+            "counter",
+            "Twins or states the agent refused for good.",
+            [({}, stats.dropped)],
+        )
+        metric("mapper_outbox_depth", "gauge", "Values waiting for the agent.", [({}, self.client.outbox.depth)])
+        metric("mapper_registrations_total", "counter", "Registrations with the agent.", [({}, stats.registrations)])
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
