@@ -14,7 +14,8 @@ Upstream shape (kept verbatim so an existing config works)::
       http_port: "7777"
 
 Ours, all optional: ``log_level``; ``rest`` (``bind``, ``enabled``); ``report`` (``retry_initial_s``, ``retry_max_s``,
-``max_message_mb``); ``state`` (``probe_ms``, ``heartbeat_s``, ``failures_offline``).
+``max_message_mb``); ``state`` (``probe_ms``, ``heartbeat_s``, ``failures_offline``); ``push`` (``queue_limit``,
+``mqtt``: ``username``, ``password_file``, ``ca_file``, ``cert_file``, ``key_file``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,24 @@ class StateSettings:
 
 
 @dataclass(frozen=True)
+class MqttSettings:
+    """MQTT push settings (per mapper, for every broker it pushes to)."""
+
+    username: str = ""
+    password_file: str = ""  # a mounted Secret; the password never sits in config or CR
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    client_id_prefix: str = "kubeedge-mapper"
+
+
+@dataclass(frozen=True)
+class PushSettings:
+    queue_limit: int = 10_000
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+
+
+@dataclass(frozen=True)
 class RestSettings:
     # Loopback by default: the API can write to devices. Set 0.0.0.0 deliberately to expose it.
     bind: str = "127.0.0.1"
@@ -68,6 +87,7 @@ class MapperConfig:
     report: ReportSettings = field(default_factory=ReportSettings)
     state: StateSettings = field(default_factory=StateSettings)
     rest: RestSettings = field(default_factory=RestSettings)
+    push: PushSettings = field(default_factory=PushSettings)
 
     def with_overrides(self, **overrides: Any) -> MapperConfig:
         """CLI flags win over the file; ``None`` means "not given"."""
@@ -94,6 +114,12 @@ def _typed(cls: type[Any], raw: dict[str, Any], where: str) -> Any:
             raise MapperConfigError(f"{where}.{key}: expected {expected.__name__}, got {value!r}")
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _push(raw: dict[str, Any], where: str) -> PushSettings:
+    mqtt = _typed(MqttSettings, _section(raw, "mqtt", f"{where}: push"), f"{where}: push.mqtt")
+    flat: PushSettings = _typed(PushSettings, {k: v for k, v in raw.items() if k != "mqtt"}, f"{where}: push")
+    return replace(flat, mqtt=mqtt)
 
 
 def load_config(path: Path) -> MapperConfig:
@@ -130,7 +156,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> MapperConfig
                 f"{where}: common.{key}: unknown setting (known: {', '.join(sorted(known_common))})"
             )
     for key in raw:
-        if key not in ("common", "grpc_server", "log_level", "report", "state", "rest"):
+        if key not in ("common", "grpc_server", "log_level", "report", "state", "rest", "push"):
             raise MapperConfigError(f"{where}: {key}: unknown section")
     level = str(raw.get("log_level", "info")).lower()
     if level not in ("debug", "info", "warning", "error"):
@@ -148,4 +174,5 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> MapperConfig
         report=_typed(ReportSettings, _section(raw, "report", where), f"{where}: report"),
         state=_typed(StateSettings, _section(raw, "state", where), f"{where}: state"),
         rest=_typed(RestSettings, _section(raw, "rest", where), f"{where}: rest"),
+        push=_push(_section(raw, "push", where), where),
     )

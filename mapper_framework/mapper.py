@@ -12,6 +12,7 @@ from dmi.v1beta1 import api_pb2_grpc
 from mapper_framework.agent_client import AgentClient
 from mapper_framework.config import MapperConfig
 from mapper_framework.mapper_service import MapperService
+from mapper_framework.push import PushManager
 from mapper_framework.registry import DeviceRegistry, DriverFactory
 from mapper_framework.rest import RestApi
 
@@ -24,7 +25,8 @@ class Mapper:
     def __init__(self, config: MapperConfig, driver_factory: DriverFactory) -> None:
         self.config = config
         self.client = AgentClient(config, self._registered)
-        self.registry = DeviceRegistry(driver_factory, self.client.outbox, config.state)
+        self.push = PushManager(config.push.mqtt, config.push.queue_limit)
+        self.registry = DeviceRegistry(driver_factory, self.client.outbox, config.state, self.push)
         self.rest = RestApi(config, self.registry, self.client) if config.rest.enabled else None
         self._server: grpc.aio.Server | None = None
 
@@ -54,6 +56,7 @@ class Mapper:
         if self.rest is not None:
             await self.rest.stop()
         await self.registry.close()
+        await self.push.close()
         await self.client.close()
         if self._server is not None:
             await self._server.stop(grace=1.0)

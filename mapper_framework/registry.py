@@ -11,6 +11,7 @@ from mapper_framework.agent_client import Outbox
 from mapper_framework.config import StateSettings
 from mapper_framework.device import DeviceSpec, DeviceSpecError, device_spec
 from mapper_framework.driver import Driver
+from mapper_framework.push import PushManager
 from mapper_framework.runtime import DeviceRuntime
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,15 @@ def _key(namespace: str, name: str) -> Key:
 
 
 class DeviceRegistry:
-    def __init__(self, driver_factory: DriverFactory, outbox: Outbox, state: StateSettings) -> None:
+    def __init__(
+        self,
+        driver_factory: DriverFactory,
+        outbox: Outbox,
+        state: StateSettings,
+        push: PushManager | None = None,
+    ) -> None:
         self._factory = driver_factory
+        self._push = push
         self._outbox = outbox
         self._state = state
         self.models: dict[Key, pb.DeviceModel] = {}
@@ -59,7 +67,14 @@ class DeviceRegistry:
             log.error("%s; the device is not started", exc)
             self._outbox.put_state(key, "unhealthy")
             return
-        runtime = DeviceRuntime(spec, self._factory(spec), self._outbox.put_twins, self._outbox.put_state, self._state)
+        runtime = DeviceRuntime(
+            spec,
+            self._factory(spec),
+            self._outbox.put_twins,
+            self._outbox.put_state,
+            self._state,
+            self._push.submit if self._push is not None else None,
+        )
         if old is not None:
             # Keep what was applied and read: a restart must not re-write desired values already in place.
             previous = self._previous_twins.pop(key, {})

@@ -23,6 +23,7 @@ from dmi.v1beta1 import api_pb2 as pb
 from mapper_framework.config import StateSettings
 from mapper_framework.device import DeviceSpec, PropertySpec
 from mapper_framework.driver import ConfigError, Driver, parse_config
+from mapper_framework.push import Record
 from mapper_framework.values import PropertyValueError, format_value, parse_value, reportable
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class DeviceRuntime:
         report: Callable[[tuple[str, str], list[pb.Twin]], None],
         report_state: Callable[[tuple[str, str], str], None],
         state_settings: StateSettings | None = None,
+        push: Callable[[pb.PushMethod, Record], None] | None = None,
     ) -> None:
         self.spec = spec
         self.driver = driver
@@ -79,6 +81,7 @@ class DeviceRuntime:
         self._failed_rounds = 0
         self._warned_values: set[str] = set()
         self._write_lock = asyncio.Lock()
+        self._push = push
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -199,6 +202,11 @@ class DeviceRuntime:
                 twin.value, twin.timestamp_ms, twin.error, twin.failures = text, stamp, "", 0
                 twin.reads += 1
                 good += 1
+                if self._push is not None and prop.push_method is not None:
+                    self._push(
+                        prop.push_method,
+                        Record(self.spec.namespace, self.spec.name, prop.name, text, prop.type, stamp),
+                    )
             self._failed_rounds = 0 if good else self._failed_rounds + 1
 
     def twin_messages(self, props: list[PropertySpec]) -> list[pb.Twin]:

@@ -1,0 +1,170 @@
+"""Push methods against real peers: mosquitto (plain, TLS + password, wrong password) and an HTTP endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mapper_framework.config import config_from_dict
+from mapper_framework.mapper import Mapper
+from tests import crs
+from tests.brokers import USER, Broker, HttpSink, Subscriber, mosquitto
+from tests.sdk_driver import FakeFleet, fast_device, stored, until
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    with mosquitto(tmp_path) as b:
+        yield b
+
+
+def pushing_device(name: str, push: dict[str, Any]) -> dict[str, Any]:
+    dev = fast_device(name)
+    dev["spec"]["properties"][0]["pushMethod"] = push
+    return dev
+
+
+@pytest.fixture
+async def run_mapper(make_agent: Any, sockdir: Path) -> AsyncIterator[Any]:
+    started: list[Mapper] = []
+
+    async def start(
+        devices: list[dict[str, Any]], push_settings: dict[str, Any] | None = None
+    ) -> tuple[Any, Mapper, FakeFleet]:
+        h = await make_agent()
+        crs.write(h.crs, "d.yaml", crs.model("thermo"), *devices)
+        await h.agent.reload()
+        fleet = FakeFleet()
+        config = config_from_dict(
+            {
+                "grpc_server": {"socket_path": str(sockdir / "push.sock")},
+                "common": {
+                    "name": "push-mapper",
+                    "protocol": "testproto",
+                    "edgecore_sock": str(h.agent.socket_path),
+                    "http_port": "0",
+                },
+                "push": push_settings or {},
+            }
+        )
+        mapper = Mapper(config, fleet)
+        await mapper.start()
+        started.append(mapper)
+        return h, mapper, fleet
+
+    yield start
+    for m in started:
+        await m.stop()
+
+
+async def test_mqtt_push_delivers_every_value(broker: Broker, run_mapper: Any) -> None:
+    sub = Subscriber(broker.plain_port, "plant/temperature")
+    try:
+        push = {
+            "mqtt": {
+                "address": f"tcp://127.0.0.1:{broker.plain_port}",
+                "topic": "plant/temperature",
+                "qos": 1,
+                "retained": True,
+            }
+        }
+        _, mapper, fleet = await run_mapper([pushing_device("dev-a", push)])
+        fleet.devices["dev-a"].registers[0] = 17
+        await until(lambda: any(m["value"] == "17" for m in sub.messages), what="pushed value")
+        msg = next(m for m in sub.messages if m["value"] == "17")
+        assert {k: msg[k] for k in ("namespace", "device", "property", "value", "type")} == {
+            "namespace": "default",
+            "device": "dev-a",
+            "property": "temperature",
+            "value": "17",
+            "type": "int",
+        }
+        assert msg["timestamp"] > 1_600_000_000_000
+        # setpoint has no pushMethod: nothing of it on the broker.
+        assert all(m["property"] == "temperature" for m in sub.messages)
+        dest = next(iter(mapper.push.destinations.values()))
+        assert dest.stats.sent >= 1 and dest.stats.dropped == 0
+    finally:
+        sub.close()
+
+
+async def test_mqtt_push_over_tls_with_username_and_password(broker: Broker, run_mapper: Any, tmp_path: Path) -> None:
+    sub = Subscriber(broker.plain_port, "secure/t")  # listeners share topics
+    try:
+        push = {"mqtt": {"address": f"ssl://127.0.0.1:{broker.tls_port}", "topic": "secure/t", "qos": 1}}
+        settings = {
+            "mqtt": {"username": USER, "password_file": str(broker.password_file), "ca_file": str(broker.certs["ca"])}
+        }
+        _, _, fleet = await run_mapper([pushing_device("dev-a", push)], settings)
+        fleet.devices["dev-a"].registers[0] = 99
+        await until(lambda: any(m["value"] == "99" for m in sub.messages), what="value over TLS")
+    finally:
+        sub.close()
+
+
+async def test_wrong_mqtt_password_is_a_clear_error_and_collection_goes_on(
+    broker: Broker, run_mapper: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = tmp_path / "wrong-password"
+    wrong.write_text("not-it\n")
+    push = {"mqtt": {"address": f"ssl://127.0.0.1:{broker.tls_port}", "topic": "secure/t", "qos": 1}}
+    settings = {"mqtt": {"username": USER, "password_file": str(wrong), "ca_file": str(broker.certs["ca"])}}
+    caplog.set_level(logging.WARNING)
+    h, mapper, fleet = await run_mapper([pushing_device("dev-a", push)], settings)
+    fleet.devices["dev-a"].registers[0] = 5
+    await until(
+        lambda: any("refused the connection" in r.getMessage() for r in caplog.records),
+        timeout=15,
+        what="auth error logged",
+    )
+    line = next(r.getMessage() for r in caplog.records if "refused the connection" in r.getMessage())
+    assert "Not authorized" in line and "password_file" in line and "not-it" not in line
+    # Collection and twin reports are not held up by the failing push.
+    reads = fleet.devices["dev-a"].reads
+    await until(lambda: fleet.devices["dev-a"].reads > reads + 10, what="reads go on")
+    await until(lambda: stored(h.agent, "dev-a").get("temperature", (None,))[0] == "5", what="twin reported")
+    dest = next(iter(mapper.push.destinations.values()))
+    assert dest.stats.sent == 0 and dest.stats.failed >= 1
+
+
+async def test_http_push_and_an_endpoint_that_comes_back(run_mapper: Any) -> None:
+    sink = HttpSink()
+    await sink.start()
+    try:
+        push = {"http": {"hostName": "http://127.0.0.1", "port": sink.port, "requestPath": "/ingest", "timeout": 1000}}
+        _, mapper, fleet = await run_mapper([pushing_device("dev-a", push)])
+        fleet.devices["dev-a"].registers[0] = 11
+        await until(lambda: any(r["value"] == "11" for r in sink.received), what="HTTP push")
+        assert sink.received[0]["device"] == "dev-a" and sink.received[0]["type"] == "int"
+        # The endpoint goes away: records queue up (bounded); reads go on; when it is back, they arrive in order.
+        await sink.stop()
+        fleet.devices["dev-a"].registers[0] = 12
+        reads = fleet.devices["dev-a"].reads
+        await until(lambda: fleet.devices["dev-a"].reads > reads + 10, what="reads during the outage")
+        dest = next(iter(mapper.push.destinations.values()))
+        await until(lambda: dest.stats.failed >= 1, what="a failed send")
+        restarted = HttpSink()
+        await restarted.start(port=sink.port)
+        sink = restarted
+        await until(lambda: any(r["value"] == "12" for r in sink.received), timeout=20, what="queued values")
+        stamps = [r["timestamp"] for r in sink.received]
+        assert stamps == sorted(stamps)
+    finally:
+        await sink.stop()
+
+
+async def test_full_push_queue_drops_oldest_and_counts(run_mapper: Any) -> None:
+    push = {"http": {"hostName": "http://127.0.0.1", "port": 9, "requestPath": "/ingest", "timeout": 200}}
+    _, mapper, _ = await run_mapper([pushing_device("dev-a", push)], {"queue_limit": 5})
+    await until(
+        lambda: mapper.push.destinations and next(iter(mapper.push.destinations.values())).stats.dropped > 0,
+        what="drops counted",
+    )
+    dest = next(iter(mapper.push.destinations.values()))
+    assert len(dest.queue) <= 5
+    await asyncio.sleep(0)
