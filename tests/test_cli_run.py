@@ -1,0 +1,65 @@
+"""`mapper run` refuses bad input at once, with the reason and a hint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mapper_cli.cmd_run import resolve_driver
+from mapper_cli.main import app
+from mapper_framework.config import MapperConfigError, config_from_dict, load_config
+from mapper_framework.driver import ThreadedDriver
+
+runner = CliRunner()
+
+
+def test_unknown_protocol_without_driver() -> None:
+    out = runner.invoke(app, ["run", "opcua"])
+    assert out.exit_code == 1
+    assert "no shipped mapper for protocol 'opcua'" in out.output and "--driver module:attribute" in out.output
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("nocolon", "expected module:attribute"),
+        ("no_such_module_x:Driver", "cannot import no_such_module_x"),
+        ("tests.file_driver:Missing", "has no attribute Missing"),
+        ("tests.file_driver:FileProtocol", "neither a driver class nor a factory"),
+    ],
+)
+def test_bad_driver_specs(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        resolve_driver(spec)
+    out = runner.invoke(app, ["run", "filedev", "--driver", spec])
+    assert out.exit_code == 1 and message in out.output
+
+
+def test_driver_spec_kinds() -> None:
+    from tests.file_driver import FileDriver
+
+    assert isinstance(resolve_driver("tests.file_driver:FileDriver")(None), FileDriver)  # type: ignore[arg-type]
+
+    assert isinstance(resolve_driver("tests.test_sdk_foundations:SlowSensor")(None), ThreadedDriver)  # type: ignore[arg-type]
+
+
+def test_config_errors_name_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "config.yaml"
+    bad.write_text("common:\n  name: m\n  protocol: modbus\n  http_port: seven\n")
+    with pytest.raises(MapperConfigError, match=r"common\.http_port: expected a port number, got 'seven'"):
+        load_config(bad)
+    out = runner.invoke(app, ["run", "-c", str(bad)])
+    assert out.exit_code == 1 and f"error: {bad}: common.http_port" in out.output
+    with pytest.raises(MapperConfigError, match=r"common\.protocol is required"):
+        config_from_dict({"common": {"name": "m"}})
+    with pytest.raises(MapperConfigError, match=r"report\.retry_max: unknown setting"):
+        config_from_dict({"common": {"name": "m", "protocol": "p"}, "report": {"retry_max": 3}})
+    with pytest.raises(MapperConfigError, match=r"state\.probe_ms: expected int, got 'fast'"):
+        config_from_dict({"common": {"name": "m", "protocol": "p"}, "state": {"probe_ms": "fast"}})
+    with pytest.raises(MapperConfigError, match=r"push\.mqtt\.username: expected str"):
+        config_from_dict({"common": {"name": "m", "protocol": "p"}, "push": {"mqtt": {"username": 5}}})
+    cfg = config_from_dict({"common": {"name": "m", "protocol": "p", "http_port": ""}})
+    assert cfg.http_port == 7777 and str(cfg.socket_path) == "/etc/kubeedge/m.sock"
+    assert str(cfg.edgecore_sock) == "/etc/kubeedge/dmi.sock" and cfg.rest.bind == "127.0.0.1"
