@@ -174,6 +174,11 @@ class AgentClient:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.config.report.retry_max_s)
                 continue
+            except Exception:  # a sender that dies silently would stop every report of this mapper
+                log.exception("reporting to the agent failed unexpectedly; retrying")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.report.retry_max_s)
+                continue
             if self._quiet:
                 log.info("agent accepts reports again")
                 self._quiet = False
@@ -193,26 +198,44 @@ class AgentClient:
                 log.error("device %s/%s: state %r refused: %s", key[0], key[1], state, exc.details())
                 continue
             self.stats.states_sent += 1
-        for key in list(self.outbox.twins):
-            twins = self.outbox.twins.pop(key)
-            if not twins:
-                continue
-            request = pb.ReportDeviceStatusRequest(
-                deviceNamespace=key[0],
-                deviceName=key[1],
-                reportedDevice=pb.DeviceStatus(twins=list(twins.values())),
-            )
-            try:
-                await self._stub.ReportDeviceStatus(request, timeout=10)
-            except grpc.aio.AioRpcError as exc:
-                if self._retryable(exc):
-                    self.outbox.take_back(key, twins)
-                    raise _BackPressure.of(exc) from None
-                self.stats.dropped += len(twins)
-                log.error("device %s/%s: report of %d twin(s) refused: %s", key[0], key[1], len(twins), exc.details())
-                continue
-            self.stats.reports_sent += 1
-            self.stats.twins_sent += len(twins)
+        # Devices are independent: keep several reports in flight, or one slow commit delays everyone behind it.
+        # A semaphore, not fixed chunks: a chunk would wait for its slowest call before the next one starts.
+        gate = asyncio.Semaphore(self.config.report.concurrency)
+        halted: list[BaseException] = []
+
+        async def one(key: DeviceKey) -> None:
+            async with gate:
+                if halted:
+                    return  # back-pressure seen: leave the rest in the outbox
+                try:
+                    await self._send_twins(key)
+                except BaseException as exc:
+                    halted.append(exc)
+
+        await asyncio.gather(*(one(k) for k in list(self.outbox.twins)))
+        if halted:
+            raise halted[0]
+
+    async def _send_twins(self, key: DeviceKey) -> None:
+        twins = self.outbox.twins.pop(key, None)
+        if not twins:
+            return
+        request = pb.ReportDeviceStatusRequest(
+            deviceNamespace=key[0],
+            deviceName=key[1],
+            reportedDevice=pb.DeviceStatus(twins=list(twins.values())),
+        )
+        try:
+            await self._stub.ReportDeviceStatus(request, timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            if self._retryable(exc):
+                self.outbox.take_back(key, twins)
+                raise _BackPressure.of(exc) from None
+            self.stats.dropped += len(twins)
+            log.error("device %s/%s: report of %d twin(s) refused: %s", key[0], key[1], len(twins), exc.details())
+            return
+        self.stats.reports_sent += 1
+        self.stats.twins_sent += len(twins)
 
     def _retryable(self, exc: grpc.aio.AioRpcError) -> bool:
         code = exc.code()

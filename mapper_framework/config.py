@@ -13,9 +13,13 @@ Upstream shape (kept verbatim so an existing config works)::
       edgecore_sock: /etc/kubeedge/dmi.sock
       http_port: "7777"
 
-Ours, all optional: ``log_level``; ``rest`` (``bind``, ``enabled``); ``report`` (``retry_initial_s``, ``retry_max_s``,
-``max_message_mb``); ``state`` (``probe_ms``, ``heartbeat_s``, ``failures_offline``); ``push`` (``queue_limit``,
-``mqtt``: ``username``, ``password_file``, ``ca_file``, ``cert_file``, ``key_file``).
+Ours, all optional:
+
+- ``log_level``;
+- ``rest``: ``bind``, ``enabled``;
+- ``report``: ``retry_initial_s``, ``retry_max_s``, ``max_message_mb``, ``concurrency``;
+- ``state``: ``probe_ms``, ``heartbeat_s``, ``failures_offline``;
+- ``push``: ``queue_limit``, ``mqtt`` (``username``, ``password_file``, ``ca_file``, ``cert_file``, ``key_file``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class ReportSettings:
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0
     max_message_mb: int = 64
+    # Reports in flight at once (one per device). Real edgecore rate-limits all DMI calls to 1/s, burst 100.
+    concurrency: int = 32
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -128,8 +129,14 @@ class DeviceRuntime:
         for prop in self.spec.properties:
             if prop.report_to_cloud:
                 reports.setdefault(prop.report_cycle_ms, []).append(prop)
-        self._tasks += [asyncio.create_task(self._collect(c, ps)) for c, ps in sorted(groups.items())]
-        self._tasks += [asyncio.create_task(self._reporting(c, ps)) for c, ps in sorted(reports.items())]
+        # A report group whose cycle is also a collect cycle goes out right after that collect round (a value
+        # waits for its RPC only, not for a separate tick up to a cycle later); the others get their own loop.
+        self._tasks += [
+            asyncio.create_task(self._collect(c, ps, reports.get(c, []))) for c, ps in sorted(groups.items())
+        ]
+        self._tasks += [
+            asyncio.create_task(self._reporting(c, ps)) for c, ps in sorted(reports.items()) if c not in groups
+        ]
         self._tasks.append(asyncio.create_task(self._probe_state()))
         await self.apply_desired()
 
@@ -149,65 +156,78 @@ class DeviceRuntime:
 
     # ------------------------------------------------------------------ loops
     async def _every(self, cycle_ms: int) -> Any:
-        """Yield on a fixed schedule; a late round is not made up (no bursts after a stall)."""
+        """Yield at once, then on a fixed schedule; a late round is not made up (no bursts after a stall).
+
+        After the first round each device keeps its own phase within the cycle (a stable hash of its name),
+        so a thousand devices started together do not all read and report in the same instant.
+        """
         loop = asyncio.get_running_loop()
         period = cycle_ms / 1000
-        deadline = loop.time()
+        phase = (zlib.crc32(str(self.spec).encode()) % 1000) / 1000 * period
+        deadline = loop.time() + phase - period  # the second round falls on this device's phase
+        yield
         while True:
-            yield
             deadline += period
             delay = deadline - loop.time()
             if delay < 0:
                 deadline = loop.time()
                 delay = 0
             await asyncio.sleep(delay)
+            yield
 
-    async def _collect(self, cycle_ms: int, props: list[PropertySpec]) -> None:
+    async def _collect(self, cycle_ms: int, props: list[PropertySpec], report: list[PropertySpec]) -> None:
         async for _ in self._every(cycle_ms):
+            await self._collect_round(props)
+            if report:
+                twins = self.twin_messages(report)
+                if twins:
+                    self._report(self.spec.key, twins)
+
+    async def _collect_round(self, props: list[PropertySpec]) -> None:
+        try:
+            results = await self.driver.read_many([self._visitors[p.name] for p in props])
+        except Exception as exc:
+            results = [exc] * len(props)
+        stamp = now_ms()
+        good = 0
+        for prop, result in zip(props, results, strict=True):
+            twin = self.twins[prop.name]
+            if isinstance(result, BaseException):
+                twin.failures += 1
+                twin.errors += 1
+                if twin.failures == 1:
+                    log.warning("device %s property %s: read failed: %s", self.spec, prop.name, result)
+                twin.error = str(result)
+                continue
             try:
-                results = await self.driver.read_many([self._visitors[p.name] for p in props])
-            except Exception as exc:
-                results = [exc] * len(props)
-            stamp = now_ms()
-            good = 0
-            for prop, result in zip(props, results, strict=True):
-                twin = self.twins[prop.name]
-                if isinstance(result, BaseException):
-                    twin.failures += 1
-                    twin.errors += 1
-                    if twin.failures == 1:
-                        log.warning("device %s property %s: read failed: %s", self.spec, prop.name, result)
-                    twin.error = str(result)
-                    continue
-                try:
-                    text = format_value(result, prop.type)
-                except (PropertyValueError, TypeError, ValueError) as exc:
-                    twin.failures += 1
-                    twin.errors += 1
-                    twin.error = f"value {result!r} does not fit type {prop.type}: {exc}"
-                    if twin.failures == 1:
-                        log.warning("device %s property %s: %s", self.spec, prop.name, twin.error)
-                    continue
-                if not reportable(text) and prop.name not in self._warned_values:
-                    self._warned_values.add(prop.name)
-                    log.warning(
-                        "device %s property %s: value %r breaks edgecore's twin rule ^[a-zA-Z0-9-_.,:/@#]{1,512}$;"
-                        " edgecore will drop it",
-                        self.spec,
-                        prop.name,
-                        text[:60],
-                    )
-                if twin.failures:
-                    log.info("device %s property %s: reads recovered", self.spec, prop.name)
-                twin.value, twin.timestamp_ms, twin.error, twin.failures = text, stamp, "", 0
-                twin.reads += 1
-                good += 1
-                if self._push is not None and prop.push_method is not None:
-                    self._push(
-                        prop.push_method,
-                        Record(self.spec.namespace, self.spec.name, prop.name, text, prop.type, stamp),
-                    )
-            self._failed_rounds = 0 if good else self._failed_rounds + 1
+                text = format_value(result, prop.type)
+            except (PropertyValueError, TypeError, ValueError) as exc:
+                twin.failures += 1
+                twin.errors += 1
+                twin.error = f"value {result!r} does not fit type {prop.type}: {exc}"
+                if twin.failures == 1:
+                    log.warning("device %s property %s: %s", self.spec, prop.name, twin.error)
+                continue
+            if not reportable(text) and prop.name not in self._warned_values:
+                self._warned_values.add(prop.name)
+                log.warning(
+                    "device %s property %s: value %r breaks edgecore's twin rule ^[a-zA-Z0-9-_.,:/@#]{1,512}$;"
+                    " edgecore will drop it",
+                    self.spec,
+                    prop.name,
+                    text[:60],
+                )
+            if twin.failures:
+                log.info("device %s property %s: reads recovered", self.spec, prop.name)
+            twin.value, twin.timestamp_ms, twin.error, twin.failures = text, stamp, "", 0
+            twin.reads += 1
+            good += 1
+            if self._push is not None and prop.push_method is not None:
+                self._push(
+                    prop.push_method,
+                    Record(self.spec.namespace, self.spec.name, prop.name, text, prop.type, stamp),
+                )
+        self._failed_rounds = 0 if good else self._failed_rounds + 1
 
     def twin_messages(self, props: list[PropertySpec]) -> list[pb.Twin]:
         out = []
