@@ -69,7 +69,7 @@ def start_agent(work: Path, crs: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def start_mapper(work: Path, protocol: str = "bench") -> subprocess.Popen[bytes]:
+def start_mapper(work: Path, protocol: str = "bench", rest: bool = False) -> subprocess.Popen[bytes]:
     config = work / "mapper.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -81,7 +81,7 @@ def start_mapper(work: Path, protocol: str = "bench") -> subprocess.Popen[bytes]
                     "edgecore_sock": str(work / "dmi.sock"),
                     "http_port": "0",
                 },
-                "rest": {"enabled": False},
+                "rest": {"enabled": rest},
             }
         )
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -14,7 +15,9 @@ from mapper_framework.config import MapperConfig
 from mapper_framework.mapper_service import MapperService
 from mapper_framework.push import PushManager
 from mapper_framework.registry import DeviceRegistry, DriverFactory
-from mapper_framework.rest import RestApi
+
+if TYPE_CHECKING:
+    from mapper_framework.rest import RestApi
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +30,11 @@ class Mapper:
         self.client = AgentClient(config, self._registered)
         self.push = PushManager(config.push.mqtt, config.push.queue_limit)
         self.registry = DeviceRegistry(driver_factory, self.client.outbox, config.state, self.push)
-        self.rest = RestApi(config, self.registry, self.client) if config.rest.enabled else None
+        self.rest: RestApi | None = None
+        if config.rest.enabled:
+            from mapper_framework.rest import RestApi  # aiohttp: only when the REST API is on
+
+            self.rest = RestApi(config, self.registry, self.client)
         self._server: grpc.aio.Server | None = None
 
     async def _registered(self, answer: pb.MapperRegisterResponse) -> None:

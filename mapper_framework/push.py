@@ -21,15 +21,14 @@ import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import aiohttp
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from dmi.v1beta1 import api_pb2 as pb
 from mapper_framework.config import MqttSettings
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +146,8 @@ class PushManager:
 
     # ------------------------------------------------------------------ HTTP
     def _http_sender(self, url: str, timeout_ms: int) -> Callable[[list[Record]], Awaitable[None]]:
+        import aiohttp  # only mappers that push over HTTP pay for it (about 12 MB)
+
         timeout = aiohttp.ClientTimeout(total=(timeout_ms or 5000) / 1000)
 
         async def send(batch: list[Record]) -> None:
@@ -191,6 +192,10 @@ class _MqttLink:
     """One long-lived connection per broker address (paho runs its network loop in its own thread)."""
 
     def __init__(self, address: str, settings: MqttSettings) -> None:
+        import paho.mqtt.client as mqtt  # only mappers that push over MQTT load it
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self._mqtt = mqtt
         parts = urlsplit(address if "://" in address else f"tcp://{address}")
         self.address = address
         self.tls = parts.scheme in ("ssl", "tls", "mqtts")
@@ -253,8 +258,8 @@ class _MqttLink:
 
     async def publish(self, topic: str, payload: bytes, qos: int, retained: bool) -> None:
         info = self.client.publish(topic, payload, qos=qos, retain=retained)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise ConnectionError(f"publish to {self.address} failed: {mqtt.error_string(info.rc)}")
+        if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
+            raise ConnectionError(f"publish to {self.address} failed: {self._mqtt.error_string(info.rc)}")
         if qos > 0:
             await asyncio.to_thread(info.wait_for_publish, 5.0)
             if not info.is_published():
