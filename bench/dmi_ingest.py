@@ -24,15 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._fleet import write_fleet
 from bench._measure import CpuWindow, peak_rss_mb, percentile, wait_for_socket
 from dmi.v1beta1 import api_pb2 as pb
 from dmi.v1beta1 import api_pb2_grpc
 
 TWINS = 10
-API = "devices.kubeedge.io/v1beta1"
 
 
 @dataclass
@@ -52,36 +51,6 @@ class Result:
     @property
     def rpc_per_s(self) -> float:
         return self.calls / self.seconds
-
-
-def write_crs(folder: Path, devices: int) -> None:
-    props = [{"name": f"p{i}", "type": "INT", "accessMode": "ReadOnly"} for i in range(TWINS)]
-    docs: list[dict[str, object]] = [
-        {
-            "apiVersion": API,
-            "kind": "DeviceModel",
-            "metadata": {"name": "bench-model", "namespace": "default"},
-            "spec": {"protocol": "bench", "properties": props},
-        }
-    ]
-    for d in range(devices):
-        docs.append(
-            {
-                "apiVersion": API,
-                "kind": "Device",
-                "metadata": {"name": f"dev-{d}", "namespace": "default"},
-                "spec": {
-                    "deviceModelRef": {"name": "bench-model"},
-                    "nodeName": "edge",
-                    "protocol": {"protocolName": "bench", "configData": {"slaveID": d}},
-                    "properties": [
-                        {"name": f"p{i}", "collectCycle": 1000, "reportCycle": 1000, "reportToCloud": True}
-                        for i in range(TWINS)
-                    ],
-                },
-            }
-        )
-    (folder / "bench.yaml").write_text(yaml.safe_dump_all(docs))
 
 
 def request(device: int, seq: int) -> pb.ReportDeviceStatusRequest:
@@ -231,7 +200,7 @@ def main() -> None:
     try:
         crs = work / "crs"
         crs.mkdir()
-        write_crs(crs, args.devices)
+        write_fleet(crs, args.devices, TWINS, 1000)
         results = []
         sock = work / "dmi.sock"
         print(
