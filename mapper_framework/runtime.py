@@ -83,6 +83,7 @@ class DeviceRuntime:
         self._warned_values: set[str] = set()
         self._write_lock = asyncio.Lock()
         self._push = push
+        self._desired_pending = False
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -270,6 +271,8 @@ class DeviceRuntime:
                 except Exception as exc:
                     log.warning("device %s: state probe failed: %s", self.spec, exc)
                     state = "unknown"
+            if self._desired_pending and state in ("ok", "online"):
+                await self.apply_desired()
             heartbeat = loop.time() - last_sent >= self._settings.heartbeat_s
             before = self.state
             self._set_state(state, force=heartbeat)
@@ -278,7 +281,11 @@ class DeviceRuntime:
 
     # ------------------------------------------------------------------ writes
     async def apply_desired(self) -> None:
-        """Write desired values that differ from what was last applied (ReadWrite properties only)."""
+        """Write desired values that differ from what was last applied (ReadWrite properties only).
+
+        A write that fails is retried on every state probe until it succeeds.
+        """
+        self._desired_pending = False
         for prop in self.spec.properties:
             if prop.desired is None:
                 continue
@@ -295,8 +302,9 @@ class DeviceRuntime:
             try:
                 await self.write(prop.name, prop.desired)
             except Exception as exc:
+                self._desired_pending = True
                 log.error(
-                    "device %s property %s: writing desired value %r failed: %s",
+                    "device %s property %s: writing desired value %r failed (will retry): %s",
                     self.spec,
                     prop.name,
                     prop.desired,

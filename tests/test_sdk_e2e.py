@@ -11,7 +11,7 @@ from dmi.resources import ObjectKey
 from mapper_framework.config import config_from_dict
 from mapper_framework.mapper import Mapper
 from tests import crs
-from tests.sdk_driver import FakeFleet, fast_device, stored, until
+from tests.sdk_driver import FakeDevice, FakeFleet, fast_device, stored, until
 
 
 async def test_values_flow_from_driver_to_the_agent_store(stack: Any) -> None:
@@ -119,5 +119,38 @@ async def test_rate_limited_agent_is_back_pressure_not_loss(make_agent: Any, soc
                 lambda i=i: stored(h.agent, f"dev-{i}").get("temperature", (None,))[0] == str(200 + i),
                 what=f"dev-{i} second value",
             )
+    finally:
+        await mapper.stop()
+
+
+async def test_a_failed_desired_write_is_retried_until_applied(make_agent: Any, sockdir: Path) -> None:
+    h = await make_agent()
+    crs.write(h.crs, "d.yaml", crs.model("thermo"), fast_device("dev-a", desired="19"))
+    await h.agent.reload()
+    fleet = FakeFleet()
+    fleet.devices["dev-a"] = FakeDevice(down=True)  # unreachable when the desired value first arrives
+    config = config_from_dict(
+        {
+            "grpc_server": {"socket_path": str(sockdir / "retry.sock")},
+            "common": {
+                "name": "retry-mapper",
+                "protocol": "testproto",
+                "edgecore_sock": str(h.agent.socket_path),
+                "http_port": "0",
+            },
+            "state": {"probe_ms": 100, "failures_offline": 2},
+        }
+    )
+    mapper = Mapper(config, fleet)
+    await mapper.start()
+    try:
+        await until(
+            lambda: (s := h.agent.store.state(ObjectKey("default", "dev-a"))) is not None and s.state == "offline",
+            what="offline",
+        )
+        assert fleet.devices["dev-a"].writes == []
+        fleet.devices["dev-a"].down = False
+        await until(lambda: fleet.devices["dev-a"].writes == [(1, 19)], what="the write retried")
+        await until(lambda: stored(h.agent, "dev-a").get("setpoint", (None, None))[1] == "19", what="observedDesired")
     finally:
         await mapper.stop()
