@@ -33,6 +33,7 @@ from dmi.v1beta1 import api_pb2_grpc
 log = logging.getLogger(__name__)
 
 RATE_LIMITED = "too many request"
+REFUSAL_LOG_INTERVAL = 10.0
 
 
 SERVICE = "v1beta1.DeviceManagerService"
@@ -77,11 +78,21 @@ class DeviceManager(api_pb2_grpc.DeviceManagerServiceServicer):  # type: ignore[
         self.reports = 0
         self.twins_stored = 0
         self.rejected = 0
+        self._refusals: dict[tuple[str, str], tuple[float, int]] = {}
 
     # ------------------------------------------------------------------ helpers
     async def _refuse(self, context: grpc.aio.ServicerContext, exc: RequestError, method: str) -> None:
         self.rejected += 1
-        log.warning("%s refused: %s", method, exc)
+        # One line per kind of refusal per interval: a misbehaving mapper must not flood the log.
+        kind = (method.split("(")[0], exc.code)
+        now = time.monotonic()
+        last, quiet = self._refusals.get(kind, (0.0, 0))
+        if now - last >= REFUSAL_LOG_INTERVAL:
+            more = f" ({quiet} more {kind[0]} refused with {exc.code} since the last report)" if quiet else ""
+            log.warning("%s refused: %s%s", method, exc, more)
+            self._refusals[kind] = (now, 0)
+        else:
+            self._refusals[kind] = (last, quiet + 1)
         await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
 
     async def _admit(self, context: grpc.aio.ServicerContext) -> None:
