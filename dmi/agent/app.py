@@ -122,7 +122,10 @@ class Agent:
         deletes += [("DeviceModel", k) for k in old.models if k not in new.models]
         deletes += [("Device", k) for k in old.devices if k not in new.devices]
         if upserts or deletes:
-            await self.store.sync_resources(upserts, deletes, int(time.time() * 1000))
+            try:
+                await self.store.sync_resources(upserts, deletes, int(time.time() * 1000))
+            except Exception:  # the served inventory is right; only the restart cache is behind
+                log.exception("recording the served CRs in %s failed", self.store.path)
 
     async def _serve(self) -> None:
         sockets.claim_socket(self.socket_path)
