@@ -230,3 +230,26 @@ async def test_a_broken_document_keeps_its_last_version_while_its_neighbours_app
         assert mapper.summary() == [("UpdateDevice", "dev-b")]
         assert h.agent.inventory.device(crs_key("dev-a")) is not None
         assert h.agent.inventory.device(crs_key("dev-new-broken")) is None
+
+
+async def test_edits_while_a_mapper_is_down_fold_into_one_call_per_object(make_agent: Any, sockdir: Path) -> None:
+    h = await make_agent()
+    msock = sockdir / "late.sock"
+    await h.stub.MapperRegister(register_request("late", "testproto", str(msock)))
+    for n in range(5):
+        crs.write(
+            h.crs,
+            "a.yaml",
+            crs.model("thermo"),
+            crs.device("dev-a", "thermo", desired=str(20 + n)),
+            *([crs.device("ghost", "thermo")] if n == 1 else []),
+        )
+        await h.agent.reload()
+    link = h.agent.dispatcher.links()["testproto"]
+    # dev-a: one register carrying the newest edit; ghost: created and removed before the mapper heard of it.
+    assert link.pending == 2 and link.stats.coalesced == 6
+    late = RecordingMapper()
+    async with serve_mapper(msock, late):
+        await asyncio.wait_for(h.agent.settle(), 15)
+    assert late.summary() == [("CreateDeviceModel", "thermo"), ("RegisterDevice", "dev-a")]
+    assert late.devices[("default", "dev-a")].spec.properties[1].desired.value == "24"

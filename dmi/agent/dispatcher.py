@@ -20,6 +20,7 @@ import grpc
 
 from dmi.agent.inventory import Op
 from dmi.agent.store import MapperRecord
+from dmi.v1beta1 import api_pb2 as pb
 from dmi.v1beta1 import api_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class LinkStats:
     ok: int = 0
     failed: int = 0
     retries: int = 0
+    coalesced: int = 0
     calls: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -54,6 +56,7 @@ class MapperLink:
         self._call_timeout = call_timeout
         self._max_backoff = max_backoff
         self._queue: collections.deque[Op] = collections.deque()
+        self._inflight: Op | None = None
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -74,9 +77,42 @@ class MapperLink:
     def submit(self, ops: list[Op]) -> None:
         if not ops:
             return
-        self._queue.extend(ops)
+        for op in ops:
+            self._enqueue(op)
         self._idle.clear()
         self._wakeup.set()
+
+    def _enqueue(self, op: Op) -> None:
+        """Queue ``op``, folding it into a queued call for the same object (never the one in flight).
+
+        While a mapper is down, ten edits of a device become one call, not ten. The folded call goes to the end,
+        so it still follows any model call queued with it.
+        """
+        kind = op.method.endswith("Model")
+        pending = next(
+            (
+                p
+                for p in self._queue
+                if p is not self._inflight and p.key == op.key and p.method.endswith("Model") == kind
+            ),
+            None,
+        )
+        if pending is not None:
+            created = pending.method in ("RegisterDevice", "CreateDeviceModel")
+            removing = op.method in ("RemoveDevice", "RemoveDeviceModel")
+            updating = op.method in ("UpdateDevice", "UpdateDeviceModel")
+            if created and removing:
+                self._queue.remove(pending)  # created and removed before the mapper heard of it
+                self.stats.coalesced += 2
+                return
+            if created and updating:
+                self._queue.remove(pending)
+                self.stats.coalesced += 1
+                op = _as_create(op)
+            elif pending.method in ("UpdateDevice", "UpdateDeviceModel") and (updating or removing):
+                self._queue.remove(pending)
+                self.stats.coalesced += 1
+        self._queue.append(op)
 
     def clear(self) -> None:
         """Drop queued calls: a fresh registration answer already carries the current state."""
@@ -105,6 +141,7 @@ class MapperLink:
                 await self._wakeup.wait()
                 continue
             op = self._queue[0]
+            self._inflight = op
             try:
                 await self._call(op)
             except grpc.aio.AioRpcError as exc:
@@ -131,12 +168,20 @@ class MapperLink:
                 self.stats.calls[op.method] += 1
                 log.info("mapper %s: %s", self.record.name, op)
             backoff = 0.1
+            self._inflight = None
             if self._queue and self._queue[0] is op:
                 self._queue.popleft()
 
     async def _call(self, op: Op) -> Any:
         method = getattr(self._stub, op.method)
         return await method(op.request, timeout=self._call_timeout, wait_for_ready=False)
+
+
+def _as_create(op: Op) -> Op:
+    """An update folded into a pending create is still a create, carrying the newest object."""
+    if op.method == "UpdateDevice":
+        return Op(op.protocol, "RegisterDevice", op.key, pb.RegisterDeviceRequest(device=op.request.device))  # type: ignore[union-attr]
+    return Op(op.protocol, "CreateDeviceModel", op.key, pb.CreateDeviceModelRequest(model=op.request.model))  # type: ignore[union-attr]
 
 
 class Dispatcher:
