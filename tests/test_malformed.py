@@ -147,4 +147,5 @@ async def test_200_malformed_requests_leave_the_agent_serving(agent_proc: AgentP
     log = agent_proc.log.read_text()
     assert "Traceback" not in log
     # Refusals are logged once per kind per interval, not once per request.
-    assert 1 <= log.count("refused") <= 12, log.count("refused")
+    refusals = log.count("refused")
+    assert 0 < refusals <= 12, refusals
