@@ -32,7 +32,7 @@ class Mapper:
         self.registry = DeviceRegistry(driver_factory, self.client.outbox, config.state, self.push)
         self.rest: RestApi | None = None
         if config.rest.enabled:
-            from mapper_framework.rest import RestApi  # aiohttp: only when the REST API is on
+            from mapper_framework.rest import RestApi
 
             self.rest = RestApi(config, self.registry, self.client)
         self._server: grpc.aio.Server | None = None

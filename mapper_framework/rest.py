@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aiohttp import web
 from google.protobuf import json_format
 
 from mapper_framework.agent_client import AgentClient
 from mapper_framework.config import MapperConfig
+from mapper_framework.http_server import HttpServer, Response, Router
 from mapper_framework.registry import DeviceRegistry
 from mapper_framework.runtime import DeviceRuntime
 from mapper_framework.values import PropertyValueError
@@ -24,8 +24,8 @@ from mapper_framework.values import PropertyValueError
 log = logging.getLogger(__name__)
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, message: str) -> Response:
+    return Response.json({"error": message}, status)
 
 
 class RestApi:
@@ -33,45 +33,37 @@ class RestApi:
         self.config = config
         self.registry = registry
         self.client = client
-        self.app = web.Application()
-        self.app.add_routes(
-            [
-                web.get("/api/v1/ping", self.ping),
-                web.get("/api/v1/device/{namespace}/{name}/{property}", self.device_property),
-                web.get("/api/v1/devicemethod/{namespace}/{name}", self.device_methods),
-                web.get("/api/v1/devicemethod/{namespace}/{name}/{method}/{property}/{value}", self.call_method),
-                web.get("/api/v1/meta/model/{namespace}/{name}", self.model),
-                web.get("/api/v1/database/{namespace}/{name}", self.database),
-                web.get("/metrics", self.metrics),
-            ]
-        )
-        self._runner: web.AppRunner | None = None
-        self.port = config.http_port
+        router = Router()
+        router.get("/api/v1/ping", self.ping)
+        router.get("/api/v1/device/{namespace}/{name}/{property}", self.device_property)
+        router.get("/api/v1/devicemethod/{namespace}/{name}", self.device_methods)
+        router.get("/api/v1/devicemethod/{namespace}/{name}/{method}/{property}/{value}", self.call_method)
+        router.get("/api/v1/meta/model/{namespace}/{name}", self.model)
+        router.get("/api/v1/database/{namespace}/{name}", self.database)
+        router.get("/metrics", self.metrics)
+        self._server = HttpServer(router, config.rest.bind, config.http_port)
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the real one when 0 was asked for)."""
+        return self._server.port
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.rest.bind, self.config.http_port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]  # the real port when 0 was asked for
+        await self._server.start()
         log.info("REST API on http://%s:%d/api/v1", self.config.rest.bind, self.port)
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._server.stop()
 
-    def _runtime(self, request: web.Request) -> DeviceRuntime | web.Response:
-        ns, name = request.match_info["namespace"], request.match_info["name"]
+    def _runtime(self, params: dict[str, str]) -> DeviceRuntime | Response:
+        ns, name = params["namespace"], params["name"]
         runtime = self.registry.runtimes.get((ns, name))
         if runtime is None:
             return _error(404, f"device {ns}/{name} is not served by this mapper")
         return runtime
 
-    async def ping(self, request: web.Request) -> web.Response:
-        return web.json_response(
+    async def ping(self, params: dict[str, str]) -> Response:
+        return Response.json(
             {
                 "message": "pong",
                 "name": self.config.name,
@@ -80,16 +72,16 @@ class RestApi:
             }
         )
 
-    async def device_property(self, request: web.Request) -> web.Response:
-        runtime = self._runtime(request)
-        if isinstance(runtime, web.Response):
+    async def device_property(self, params: dict[str, str]) -> Response:
+        runtime = self._runtime(params)
+        if isinstance(runtime, Response):
             return runtime
-        name = request.match_info["property"]
+        name = params["property"]
         prop = runtime.spec.property(name)
         if prop is None:
             return _error(404, f"device {runtime.spec} has no property {name!r}")
         twin = runtime.twins[name]
-        return web.json_response(
+        return Response.json(
             {
                 "namespace": runtime.spec.namespace,
                 "name": runtime.spec.name,
@@ -103,13 +95,13 @@ class RestApi:
             }
         )
 
-    async def device_methods(self, request: web.Request) -> web.Response:
-        runtime = self._runtime(request)
-        if isinstance(runtime, web.Response):
+    async def device_methods(self, params: dict[str, str]) -> Response:
+        runtime = self._runtime(params)
+        if isinstance(runtime, Response):
             return runtime
         spec = runtime.spec
         base = f"/api/v1/devicemethod/{spec.namespace}/{spec.name}"
-        return web.json_response(
+        return Response.json(
             {
                 "namespace": spec.namespace,
                 "name": spec.name,
@@ -125,11 +117,11 @@ class RestApi:
             }
         )
 
-    async def call_method(self, request: web.Request) -> web.Response:
-        runtime = self._runtime(request)
-        if isinstance(runtime, web.Response):
+    async def call_method(self, params: dict[str, str]) -> Response:
+        runtime = self._runtime(params)
+        if isinstance(runtime, Response):
             return runtime
-        method_name, name, value = (request.match_info[k] for k in ("method", "property", "value"))
+        method_name, name, value = (params[k] for k in ("method", "property", "value"))
         method = next((m for m in runtime.spec.methods if m.name == method_name), None)
         if method is None:
             return _error(404, f"device {runtime.spec} has no method {method_name!r}")
@@ -150,24 +142,24 @@ class RestApi:
         except Exception as exc:  # the device refused or did not answer
             log.warning("device %s property %s: write %r failed: %s", runtime.spec, name, value, exc)
             return _error(502, f"device {runtime.spec} property {name}: write failed: {exc}")
-        return web.json_response(
+        return Response.json(
             {"namespace": runtime.spec.namespace, "name": runtime.spec.name, "property": name, "written": value}
         )
 
-    async def model(self, request: web.Request) -> web.Response:
-        ns, name = request.match_info["namespace"], request.match_info["name"]
+    async def model(self, params: dict[str, str]) -> Response:
+        ns, name = params["namespace"], params["name"]
         model = self.registry.models.get((ns, name))
         if model is None:
             return _error(404, f"device model {ns}/{name} is not known to this mapper")
-        return web.json_response(json_format.MessageToDict(model, preserving_proto_field_name=True))
+        return Response.json(json_format.MessageToDict(model, preserving_proto_field_name=True))
 
-    async def database(self, request: web.Request) -> web.Response:
-        runtime = self._runtime(request)
-        if isinstance(runtime, web.Response):
+    async def database(self, params: dict[str, str]) -> Response:
+        runtime = self._runtime(params)
+        if isinstance(runtime, Response):
             return runtime
         return _error(404, f"device {runtime.spec} has no database push method: this mapper writes to none yet")
 
-    async def metrics(self, request: web.Request) -> web.Response:
+    async def metrics(self, params: dict[str, str]) -> Response:
         lines: list[str] = []
 
         def metric(name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], Any]]) -> None:
@@ -210,7 +202,7 @@ class RestApi:
         )
         metric("mapper_outbox_depth", "gauge", "Values waiting for the agent.", [({}, self.client.outbox.depth)])
         metric("mapper_registrations_total", "counter", "Registrations with the agent.", [({}, stats.registrations)])
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+        return Response.text("\n".join(lines) + "\n")
 
 
 def _escape(value: str) -> str:
