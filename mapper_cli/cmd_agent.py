@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import signal
 import sys
@@ -139,26 +140,125 @@ def up(
         "crds/samples"
     ),
     runtime_dir: Annotated[
-        Path, typer.Option("--runtime-dir", help="Folder for sockets and state (kept between runs).")
+        Path, typer.Option("--runtime-dir", help="Folder for sockets, state and logs (kept between runs).")
     ] = RUNTIME_DIR,
+    mappers: Annotated[
+        bool, typer.Option("--mappers/--no-mappers", help="Start the shipped mappers (and simulators) too.")
+    ] = True,
+    http_port: Annotated[int, typer.Option("--http-port", help="REST API port of the first mapper.")] = 7777,
     refresh: Annotated[float, typer.Option("--refresh", help="Seconds between table refreshes.")] = 1.0,
     log_level: LogOpt = LogLevel.warning,
 ) -> None:
-    """Run the embedded stack on this machine (no cluster): the agent on a CR folder, with a live device table."""
+    """Run the embedded stack on this machine (no cluster): the agent on a CR folder, a mapper and a simulator
+    for every protocol with a shipped one, and a live device table."""
     setup_logging(log_level)
     config = _config(runtime_dir / "dmi.sock", runtime_dir / "state", devices, "edgecore", None, "devicestatus", 1.0)
+    console = Console(stderr=True)
+    plan = stack_plan(devices, runtime_dir, http_port, log_level.value) if mappers else []
 
     async def main() -> None:
         agent_ = Agent(config)
-        table_task: asyncio.Future[None] = asyncio.ensure_future(_live_table(config.state_dir, refresh))
-        await _run_until_signalled(agent_, table_task)
+        children = Children(runtime_dir / "logs")
 
-    console = Console(stderr=True)
+        async def side() -> None:
+            await agent_.started.wait()
+            for name, argv in plan:
+                await children.start(name, argv)
+                await asyncio.sleep(0.3)  # a simulator listens before its mapper connects
+            await _live_table(config.state_dir, refresh)
+
+        side_task: asyncio.Future[None] = asyncio.ensure_future(side())
+        try:
+            await _run_until_signalled(agent_, side_task)
+        finally:
+            await children.stop()
+
     console.print(
         f"[bold]kubeedge-mapper[/] embedded agent on [cyan]{config.socket}[/], devices from [cyan]{devices}[/]"
     )
+    for name, _argv in plan:
+        console.print(f"  starting {name} (log: {runtime_dir / 'logs' / (name + '.log')})")
     console.print("Ctrl-C to stop. Other terminal: mapper get devices / mapper get devicestatus NAME")
     asyncio.run(main())
+
+
+# Protocols whose shipped mapper has a simulator ``mapper simulate PROTOCOL`` can start for the demo.
+SIMULATED = ("modbus",)
+
+
+def stack_plan(devices: Path, runtime_dir: Path, http_port: int, log_level: str) -> list[tuple[str, list[str]]]:
+    """The child processes of ``mapper up``: per protocol in the folder with a shipped mapper, its simulator
+    (when there is one) and the mapper itself."""
+    from mapper_cli.cmd_simulate import load_specs
+
+    plan: list[tuple[str, list[str]]] = []
+    me = [sys.executable, "-m", "mapper_cli.main"]
+    port = http_port
+    for protocol in _protocols(devices):
+        if importlib.util.find_spec(f"mappers.{protocol}") is None:
+            log.warning("no shipped mapper for protocol %s yet: its devices stay without one", protocol)
+            continue
+        if protocol in SIMULATED and load_specs([devices], protocol)[0]:
+            plan.append((f"{protocol}-simulator", [*me, "simulate", protocol, "-f", str(devices), "--log-level", log_level]))
+        plan.append(
+            (
+                f"{protocol}-mapper",
+                [
+                    *me, "run", protocol,
+                    "--name", f"{protocol}-mapper",
+                    "--socket", str(runtime_dir / f"{protocol}-mapper.sock"),
+                    "--edgecore-sock", str(runtime_dir / "dmi.sock"),
+                    "--http-port", str(port),
+                    "--log-level", log_level,
+                ],
+            )
+        )
+        port += 1
+    return plan
+
+
+def _protocols(devices: Path) -> list[str]:
+    from dmi.resources import is_kind
+    from dmi.validate import validate_paths
+
+    found: dict[str, None] = {}
+    for loaded in validate_paths([devices]).documents:
+        if is_kind(loaded.doc, "Device"):
+            name = ((loaded.doc.get("spec") or {}).get("protocol") or {}).get("protocolName")
+            if isinstance(name, str) and name:
+                found[name] = None
+    return list(found)
+
+
+class Children:
+    """Child processes of ``mapper up``, their output in log files, stopped (TERM, then KILL) together."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self._log_dir = log_dir
+        self._procs: list[tuple[str, asyncio.subprocess.Process]] = []
+
+    async def start(self, name: str, argv: list[str]) -> None:
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self._log_dir / f"{name}.log", "ab") as out:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            )
+        self._procs.append((name, proc))
+
+    async def stop(self) -> None:
+        for _name, proc in reversed(self._procs):
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+        for name, proc in reversed(self._procs):
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                log.warning("%s did not stop in 10 s; killing it", name)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        self._procs.clear()
 
 
 async def _live_table(state_dir: Path, refresh: float) -> None:

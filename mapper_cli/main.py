@@ -18,6 +18,7 @@ COMMANDS = {
     "up": "mapper_cli.cmd_agent",
     "get": "mapper_cli.cmd_get",
     "validate": "mapper_cli.cmd_validate",
+    "simulate": "mapper_cli.cmd_simulate",
 }
 
 

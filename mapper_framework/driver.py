@@ -188,7 +188,8 @@ def parse_config(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
     """Build the driver's config dataclass ``cls`` from decoded configData.
 
     Keys are matched exactly (configData uses camelCase, as in KubeEdge CRs: name the dataclass fields the
-    same). Unknown keys are ignored; missing required keys and wrong types raise :class:`ConfigError`
+    same). A ``__post_init__`` that raises ``ConfigError("field: message")`` gets the same prefix. Unknown keys
+    are ignored; missing required keys and wrong types raise :class:`ConfigError`
     naming ``where`` (e.g. ``device default/boiler-1 property temperature``) and the key.
     """
     if not dataclasses.is_dataclass(cls):
@@ -196,6 +197,8 @@ def parse_config(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
+        if not f.init:
+            continue  # derived in __post_init__, never taken from configData
         if f.name in data:
             try:
                 kwargs[f.name] = _coerce(data[f.name], hints[f.name], f.name)
@@ -203,4 +206,8 @@ def parse_config(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
                 raise ConfigError(f"{where}: configData.{exc}") from None
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{where}: configData.{f.name} is required")
-    return cls(**kwargs)
+    try:
+        # A dataclass may check combinations in __post_init__ and raise ConfigError("field: message").
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: configData.{exc}") from None

@@ -49,6 +49,7 @@ class Agent:
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
+        self.started = asyncio.Event()  # set once the socket serves
         self.socket_path = sockets.resolve_socket(config.socket)
         self.store = AgentStore(config.db_path)
         self.dispatcher = Dispatcher(call_timeout=config.call_timeout)
@@ -82,6 +83,7 @@ class Agent:
         await self._serve()
         if self._source is not None:
             self._source.start()
+        self.started.set()
 
     def _cached_inventory(self) -> Inventory:
         models, devices = [], []

@@ -1,0 +1,377 @@
+"""A Modbus simulator that serves exactly the registers the Device CRs describe, with values that move.
+
+Each simulated device is one slave (its ``slaveID``) on a pymodbus server; many slaves share one port. Its
+coils, discrete inputs, holding and input registers are the ones its properties name (holes of up to
+``pad`` registers between them are served as zeros, so a coalesced read does not trip over them; anything
+further away answers "illegal data address", as a real device does). Values are computed when read:
+
+- ``static``: the desired value from the CR, else the low end of the range;
+- ``ramp``: low to high over the period, then again; ``sine``: around the middle of the range;
+- ``walk``: a random walk inside the range; ``toggle``: booleans flip every half period.
+
+The range is the model property's minimum/maximum when given (engineering units: scale is applied when
+encoding). A write to a point (from a Modbus client or through the server's datastore) holds the written value:
+the point stops moving, as a setpoint would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymodbus.constants import ExcCodes
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from mapper_framework.device import DeviceSpec
+from mapper_framework.driver import ConfigError, parse_config
+from mappers.modbus.codec import encode_bits, encode_registers
+from mappers.modbus.config import BIT_TABLES, ModbusProtocolConfig, ModbusVisitorConfig
+
+log = logging.getLogger(__name__)
+
+MOTIONS = ("static", "ramp", "sine", "walk", "toggle")
+_FUNCTION_TABLE = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 6: "holding", 16: "holding",
+                   22: "holding", 23: "holding", 4: "input"}
+_BLOCK_ORDER = ("coil", "discrete", "holding", "input")
+
+
+class SimulatorError(ValueError):
+    """CRs the simulator cannot serve (clashing slave IDs, overlapping registers, a bad motion)."""
+
+
+@dataclass
+class Motion:
+    """How a point's value moves; ``low``/``high`` in engineering units, ``period`` in seconds."""
+
+    kind: str = "static"
+    low: float = 0.0
+    high: float = 100.0
+    period: float = 60.0
+
+    @classmethod
+    def parse(cls, text: str, base: Motion) -> Motion:
+        """``KIND[:LOW:HIGH[:PERIOD]]``, e.g. ``sine:18:26:120``; omitted parts keep ``base``'s."""
+        parts = [p.strip() for p in text.split(":")]
+        if parts[0] not in MOTIONS:
+            raise SimulatorError(f"motion {text!r}: expected one of {', '.join(MOTIONS)}")
+        try:
+            numbers = [float(p) for p in parts[1:]]
+        except ValueError:
+            raise SimulatorError(f"motion {text!r}: LOW, HIGH and PERIOD must be numbers") from None
+        low = numbers[0] if len(numbers) > 0 else base.low
+        high = numbers[1] if len(numbers) > 1 else base.high
+        period = numbers[2] if len(numbers) > 2 else base.period
+        if high < low or period <= 0:
+            raise SimulatorError(f"motion {text!r}: needs LOW <= HIGH and PERIOD > 0")
+        return cls(parts[0], low, high, period)
+
+
+@dataclass
+class SimPoint:
+    """One property's registers on one slave."""
+
+    device: str
+    name: str
+    visitor: ModbusVisitorConfig
+    motion: Motion
+    initial: Any
+    held: bool = False
+    _walk: float | None = None
+    _walk_at: float = 0.0
+    _rng: random.Random = field(default_factory=random.Random)
+
+    @property
+    def end(self) -> int:
+        return self.visitor.offset + self.visitor.count
+
+    def value(self, now: float) -> Any:
+        kind, m = self.visitor.kind, self.motion
+        if m.kind == "static" or kind in ("string", "bytes"):
+            return self.initial
+        if kind in ("bit", "boolean"):
+            if m.kind == "toggle" or m.kind in ("ramp", "sine"):
+                return int(now / (m.period / 2)) % 2 == 1
+            return self._rng.random() < 0.5
+        span = m.high - m.low
+        if m.kind == "ramp":
+            number = m.low + span * ((now % m.period) / m.period)
+        elif m.kind == "sine":
+            number = m.low + span * (0.5 + 0.5 * math.sin(2 * math.pi * now / m.period))
+        elif m.kind == "toggle":
+            number = m.high if int(now / (m.period / 2)) % 2 else m.low
+        else:
+            if self._walk is None:
+                self._walk, self._walk_at = m.low + span / 2, now
+            step = span / 20 * math.sqrt(max(now - self._walk_at, 0.0))
+            self._walk = min(max(self._walk + self._rng.uniform(-step, step), m.low), m.high)
+            self._walk_at = now
+            number = self._walk
+        if self.visitor.kind.startswith(("int", "uint")) or self.visitor.kind == "bitfield":
+            return round(number)
+        return round(number, 3)
+
+    def registers(self, now: float) -> list[int]:
+        return encode_registers(self.visitor, self.value(now))
+
+    def bits(self, now: float) -> list[bool]:
+        return encode_bits(self.visitor, self.value(now))
+
+
+@dataclass
+class SimSlave:
+    slave_id: int
+    device: str
+    points: list[SimPoint]
+
+
+@dataclass
+class SimEndpoint:
+    """One server: a TCP address or a serial port, with its slaves."""
+
+    kind: str  # tcp or rtu
+    address: str  # host:port or the serial port
+    line: ModbusProtocolConfig | None = None  # serial settings (RTU)
+    slaves: dict[int, SimSlave] = field(default_factory=dict)
+
+
+def _default_motion(prop_writable: bool, visitor: ModbusVisitorConfig, low: str, high: str) -> Motion:
+    lo = float(low) if low else 0.0
+    hi = float(high) if high else (lo + 100.0)
+    if prop_writable or visitor.kind in ("string", "bytes"):
+        return Motion("static", lo, hi)
+    if visitor.kind in ("bit", "boolean"):
+        return Motion("toggle", lo, hi, 20.0)
+    if visitor.kind.startswith("uint") or visitor.kind == "bitfield":
+        lo = max(lo, 0.0)
+    return Motion("walk", lo, hi)
+
+
+def _initial(visitor: ModbusVisitorConfig, desired: str | None, motion: Motion, device: str) -> Any:
+    kind = visitor.kind
+    if kind == "string":
+        text = desired or device.split("/")[-1]
+        return text[: visitor.count * 2]
+    if kind == "bytes":
+        return (desired or "").encode()[: visitor.count * 2]
+    if kind in ("bit", "boolean"):
+        return (desired or "").lower() in ("true", "1", "on")
+    if desired:
+        try:
+            number = float(desired)
+            return round(number) if kind.startswith(("int", "uint")) or kind == "bitfield" else number
+        except ValueError:
+            pass
+    return round(motion.low) if kind.startswith(("int", "uint")) or kind == "bitfield" else motion.low
+
+
+def build_endpoints(
+    devices: Sequence[DeviceSpec],
+    motions: Mapping[str, str] | None = None,
+    tcp: str | None = None,
+    rtu: str | None = None,
+) -> list[SimEndpoint]:
+    """Group the Modbus devices into servers and slaves.
+
+    ``motions`` maps ``property`` or ``namespace/device/property`` (or ``device/property``) to a motion text.
+    ``tcp`` (``host:port``) or ``rtu`` (a serial port) serves every device there instead of at its own address.
+    """
+    motions = dict(motions or {})
+    endpoints: dict[str, SimEndpoint] = {}
+    for spec in devices:
+        if spec.protocol_name != "modbus":
+            continue
+        try:
+            protocol = parse_config(ModbusProtocolConfig, spec.protocol_data, f"device {spec} protocol")
+        except ConfigError as exc:
+            raise SimulatorError(str(exc)) from None
+        if rtu is not None:
+            key, kind, address = f"rtu://{rtu}", "rtu", rtu
+        elif tcp is not None:
+            key, kind, address = f"tcp://{tcp}", "tcp", tcp
+        elif protocol.mode == "tcp":
+            key, kind, address = protocol.endpoint, "tcp", f"{protocol.ip}:{protocol.port}"
+        else:
+            log.warning(
+                "device %s is on serial port %s: give --rtu PORT (the other end of its line) to simulate it",
+                spec,
+                protocol.serialPort,
+            )
+            continue
+        endpoint = endpoints.setdefault(key, SimEndpoint(kind, address, protocol if kind == "rtu" else None))
+        if protocol.slaveID in endpoint.slaves:
+            other = endpoint.slaves[protocol.slaveID].device
+            raise SimulatorError(
+                f"devices {other} and {spec} are both slave {protocol.slaveID} on {address}. Hint: give them"
+                " different slaveIDs"
+            )
+        points = []
+        for prop in spec.properties:
+            try:
+                visitor = parse_config(
+                    ModbusVisitorConfig, prop.visitor_data, f"device {spec} property {prop.name} visitors"
+                )
+            except ConfigError as exc:
+                raise SimulatorError(str(exc)) from None
+            motion = _default_motion(prop.writable, visitor, prop.minimum, prop.maximum)
+            for key_name in (f"{spec.namespace}/{spec.name}/{prop.name}", f"{spec.name}/{prop.name}", prop.name):
+                if key_name in motions:
+                    motion = Motion.parse(motions[key_name], motion)
+                    break
+            points.append(SimPoint(str(spec), prop.name, visitor, motion, _initial(visitor, prop.desired, motion, str(spec))))
+        _check_overlaps(str(spec), points)
+        endpoint.slaves[protocol.slaveID] = SimSlave(protocol.slaveID, str(spec), points)
+    return list(endpoints.values())
+
+
+def _check_overlaps(device: str, points: list[SimPoint]) -> None:
+    by_table: dict[str, list[SimPoint]] = {}
+    for point in points:
+        by_table.setdefault(point.visitor.table, []).append(point)
+    for table_points in by_table.values():
+        table_points.sort(key=lambda p: p.visitor.offset)
+        for a, b in zip(table_points, table_points[1:], strict=False):
+            if b.visitor.offset < a.end:
+                same = a.visitor.offset == b.visitor.offset and a.visitor.count == b.visitor.count
+                if not same:
+                    raise SimulatorError(
+                        f"device {device}: properties {a.name} and {b.name} overlap at "
+                        f"{b.visitor.describe()}; a simulator cannot give both their own values"
+                    )
+
+
+def _runs(addresses: Iterable[int], pad: int) -> list[tuple[int, int]]:
+    """Contiguous (start, count) runs of the used addresses, holes of at most ``pad`` filled."""
+    runs: list[tuple[int, int]] = []
+    for address in sorted(set(addresses)):
+        if runs and address - (runs[-1][0] + runs[-1][1]) <= pad:
+            start, _ = runs[-1]
+            runs[-1] = (start, address - start + 1)
+        else:
+            runs.append((address, 1))
+    return runs
+
+
+class SlaveModel:
+    """Serves one slave: a pymodbus :class:`SimDevice` whose action puts the moving values in on every read."""
+
+    def __init__(self, slave: SimSlave, pad: int = 8, clock: Any = time.time) -> None:
+        self.slave = slave
+        self._clock = clock
+        self._points: dict[str, list[SimPoint]] = {t: [] for t in _BLOCK_ORDER}
+        for point in slave.points:
+            self._points[point.visitor.table].append(point)
+        blocks: list[list[SimData]] = []
+        for table in _BLOCK_ORDER:
+            used = [a for p in self._points[table] for a in range(p.visitor.offset, p.end)]
+            if table in BIT_TABLES:
+                runs = _runs(used, pad * 16)
+                blocks.append([SimData(start, values=[False] * count, datatype=DataType.BITS) for start, count in runs])
+            else:
+                runs = _runs(used, pad)
+                blocks.append([SimData(start, count=count, values=0, datatype=DataType.REGISTERS) for start, count in runs])
+        # pymodbus needs a block in every table: an unused one gets a token block at the very end of the
+        # address space (invalid registers; bits cannot be marked invalid, so 16 of them answer there).
+        for i, table in enumerate(_BLOCK_ORDER):
+            if not blocks[i]:
+                blocks[i] = (
+                    [SimData(65520, values=[False] * 16, datatype=DataType.BITS)]
+                    if table in BIT_TABLES
+                    else [SimData(65535, datatype=DataType.INVALID)]
+                )
+        simdata = tuple(blocks)
+        self.device = SimDevice(slave.slave_id, simdata=simdata, action=self._action)  # type: ignore[arg-type]
+
+    async def _action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        table = _FUNCTION_TABLE.get(function_code)
+        if table is None:
+            return None
+        bits = table in BIT_TABLES
+        # For bit tables pymodbus passes the request's bit address and the count of 16-bit words it spans.
+        end = address + (count * 16 if bits else count)
+        hit = [p for p in self._points[table] if p.visitor.offset < end and p.end > address]
+        if set_values is not None:
+            for point in hit:
+                point.held = True
+            return None
+        now = self._clock()
+        for point in hit:
+            if point.held:
+                continue
+            try:
+                if bits:
+                    for i, bit in enumerate(point.bits(now)):
+                        where = point.visitor.offset + i
+                        word, shift = where // 16 - start_address, where % 16
+                        registers[word] = registers[word] | (1 << shift) if bit else registers[word] & ~(1 << shift)
+                else:
+                    at = point.visitor.offset - start_address
+                    registers[at : at + point.visitor.count] = point.registers(now)
+            except (ValueError, OverflowError) as exc:
+                log.debug("simulated %s %s: %s", point.device, point.name, exc)
+        return None
+
+
+def make_server(endpoint: SimEndpoint, pad: int = 8) -> ModbusTcpServer | ModbusSerialServer:
+    """A pymodbus server for ``endpoint`` (not started: ``await server.serve_forever()``)."""
+    devices = [SlaveModel(s, pad).device for s in endpoint.slaves.values()]
+    if endpoint.kind == "tcp":
+        host, _, port = endpoint.address.rpartition(":")
+        return ModbusTcpServer(devices, address=(host or "0.0.0.0", int(port)))
+    line = endpoint.line
+    return ModbusSerialServer(
+        devices,
+        port=endpoint.address,
+        baudrate=line.baudRate if line else 19200,
+        bytesize=line.dataBits if line else 8,
+        parity=line.parity if line else "N",
+        stopbits=line.stopBits if line else 1,
+    )
+
+
+async def start_servers(endpoints: Sequence[SimEndpoint], pad: int = 8) -> list[ModbusTcpServer | ModbusSerialServer]:
+    """Start listening on every endpoint; raises (naming the address) when one cannot listen."""
+    servers: list[ModbusTcpServer | ModbusSerialServer] = []
+    try:
+        for endpoint in endpoints:
+            server = make_server(endpoint, pad)
+            try:
+                await server.serve_forever(background=True)
+            except RuntimeError:
+                raise SimulatorError(
+                    f"cannot listen on {endpoint.kind} {endpoint.address}. Hint: is the port in use, or the serial"
+                    " port missing?"
+                ) from None
+            servers.append(server)
+            log.info("simulating %d slave(s) on %s %s", len(endpoint.slaves), endpoint.kind, endpoint.address)
+    except BaseException:
+        for server in servers:
+            await server.shutdown()
+        raise
+    return servers
+
+
+async def serve(endpoints: Sequence[SimEndpoint], pad: int = 8, ready: asyncio.Event | None = None) -> None:
+    """Serve every endpoint until cancelled."""
+    servers = await start_servers(endpoints, pad)
+    try:
+        if ready is not None:
+            ready.set()
+        await asyncio.Event().wait()
+    finally:
+        for server in servers:
+            await server.shutdown()
