@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 # Debian packages the test suite needs (real peers: brokers, serial lines, ...).
-TEST_APT_PACKAGES := mosquitto openssl
+TEST_APT_PACKAGES := mosquitto openssl socat
 
 .PHONY: demo test lint typecheck unit proto clean venv
 

@@ -199,17 +199,26 @@ def stack_plan(devices: Path, runtime_dir: Path, http_port: int, log_level: str)
             log.warning("no shipped mapper for protocol %s yet: its devices stay without one", protocol)
             continue
         if protocol in SIMULATED and load_specs([devices], protocol)[0]:
-            plan.append((f"{protocol}-simulator", [*me, "simulate", protocol, "-f", str(devices), "--log-level", log_level]))
+            plan.append(
+                (f"{protocol}-simulator", [*me, "simulate", protocol, "-f", str(devices), "--log-level", log_level])
+            )
         plan.append(
             (
                 f"{protocol}-mapper",
                 [
-                    *me, "run", protocol,
-                    "--name", f"{protocol}-mapper",
-                    "--socket", str(runtime_dir / f"{protocol}-mapper.sock"),
-                    "--edgecore-sock", str(runtime_dir / "dmi.sock"),
-                    "--http-port", str(port),
-                    "--log-level", log_level,
+                    *me,
+                    "run",
+                    protocol,
+                    "--name",
+                    f"{protocol}-mapper",
+                    "--socket",
+                    str(runtime_dir / f"{protocol}-mapper.sock"),
+                    "--edgecore-sock",
+                    str(runtime_dir / "dmi.sock"),
+                    "--http-port",
+                    str(port),
+                    "--log-level",
+                    log_level,
                 ],
             )
         )

@@ -52,10 +52,10 @@ def load_specs(paths: list[Path], protocol: str) -> tuple[list[DeviceSpec], dict
     for device in devices:
         if device.protocol.protocol_name != protocol:
             continue
-        model = models.get(ObjectKey(device.key.namespace, device.model_ref))
+        found = models.get(ObjectKey(device.key.namespace, device.model_ref))
         try:
             spec = device_spec(
-                device_to_proto(device, model, packing="typed"), model_to_proto(model) if model else None
+                device_to_proto(device, found, packing="typed"), model_to_proto(found) if found else None
             )
         except DeviceSpecError as exc:
             problems.append(str(exc))

@@ -9,7 +9,9 @@ Routes: ``GET /api/v1/ping``; ``GET /api/v1/device/{namespace}/{name}/{property}
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from typing import Any
 
 from google.protobuf import json_format
@@ -202,7 +204,18 @@ class RestApi:
         )
         metric("mapper_outbox_depth", "gauge", "Values waiting for the agent.", [({}, self.client.outbox.depth)])
         metric("mapper_registrations_total", "counter", "Registrations with the agent.", [({}, stats.registrations)])
+        # Leak watch: both stay flat on a healthy mapper, whatever its devices go through.
+        metric("mapper_asyncio_tasks", "gauge", "Tasks alive on the mapper's event loop.", [({}, len(asyncio.all_tasks()))])
+        metric("process_resident_memory_bytes", "gauge", "Resident memory of this process.", [({}, _rss_bytes())])
         return Response.text("\n".join(lines) + "\n")
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _escape(value: str) -> str:

@@ -18,8 +18,12 @@ TABLES = {
     "inputregister": ("input", 3),
     "holdingregister": ("holding", 4),
 }
-TABLE_NAMES = {"coil": "CoilRegister", "discrete": "DiscreteInputRegister", "input": "InputRegister",
-               "holding": "HoldingRegister"}
+TABLE_NAMES = {
+    "coil": "CoilRegister",
+    "discrete": "DiscreteInputRegister",
+    "input": "InputRegister",
+    "holding": "HoldingRegister",
+}
 BIT_TABLES = ("coil", "discrete")
 MAX_REGISTERS = 125  # per read request (Modbus application protocol, FC 3/4)
 MAX_BITS = 2000  # per read request (FC 1/2)
@@ -165,7 +169,9 @@ class ModbusVisitorConfig:
     def _bits(self, data_type: str) -> None:
         if data_type in ("", "boolean", "bool"):
             if self.limit not in (0, 1):
-                raise ConfigError(f"limit: a boolean is one bit, got limit {self.limit}; use dataType int for a bit field")
+                raise ConfigError(
+                    f"limit: a boolean is one bit, got limit {self.limit}; use dataType int for a bit field"
+                )
             self.kind, self.count = "bit", 1
         elif data_type in ("int", "uint16", "uint32", "uint64"):
             self.kind, self.count = "bitfield", self.limit or 1

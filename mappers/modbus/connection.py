@@ -9,6 +9,7 @@ endpoint costs one failed connect per backoff period, not a storm.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import weakref
@@ -139,10 +140,8 @@ class Endpoint:
     async def connect(self) -> None:
         """Try to connect now (a failure is remembered, not raised: reads report it)."""
         async with self._lock:
-            try:
+            with contextlib.suppress(EndpointUnreachable):
                 await self._ensure_connected()
-            except EndpointUnreachable:
-                pass
 
     async def call(self, method: str, *args: Any, slave: int, what: str, **kwargs: Any) -> Any:
         """Run one client request (``read_holding_registers`` ...) for ``slave``; ``what`` names it in errors."""
@@ -160,7 +159,7 @@ class Endpoint:
                 self.failures += 1
                 self._lost(str(exc))
                 raise EndpointUnreachable(f"{self.name}: connection lost ({exc})") from None
-            except (ModbusIOException, asyncio.TimeoutError) as exc:
+            except (TimeoutError, ModbusIOException) as exc:
                 self.failures += 1
                 if not self._client.connected:
                     self._lost("no response, connection closed")

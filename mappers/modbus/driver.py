@@ -15,7 +15,14 @@ from typing import Any
 
 from mapper_framework.driver import Driver
 from mappers.modbus.codec import CodecError, decode_bits, decode_registers, encode_bits, encode_registers
-from mappers.modbus.config import BIT_TABLES, MAX_BITS, MAX_REGISTERS, TABLE_NAMES, ModbusProtocolConfig, ModbusVisitorConfig
+from mappers.modbus.config import (
+    BIT_TABLES,
+    MAX_BITS,
+    MAX_REGISTERS,
+    TABLE_NAMES,
+    ModbusProtocolConfig,
+    ModbusVisitorConfig,
+)
 from mappers.modbus.connection import (
     Endpoint,
     EndpointPool,
@@ -178,7 +185,11 @@ class ModbusDriver(Driver[ModbusProtocolConfig, ModbusVisitorConfig]):
         return self._decode(v, raw, v.offset)
 
     async def _fetch(
-        self, config: ModbusProtocolConfig, endpoint: Endpoint, group: ReadGroup, visitors: Sequence[ModbusVisitorConfig]
+        self,
+        config: ModbusProtocolConfig,
+        endpoint: Endpoint,
+        group: ReadGroup,
+        visitors: Sequence[ModbusVisitorConfig],
     ) -> list[Any]:
         response = await endpoint.call(
             _READ[group.table],

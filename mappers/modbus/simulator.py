@@ -17,6 +17,7 @@ the point stops moving, as a setpoint would.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import random
@@ -37,8 +38,18 @@ from mappers.modbus.config import BIT_TABLES, ModbusProtocolConfig, ModbusVisito
 log = logging.getLogger(__name__)
 
 MOTIONS = ("static", "ramp", "sine", "walk", "toggle")
-_FUNCTION_TABLE = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 6: "holding", 16: "holding",
-                   22: "holding", 23: "holding", 4: "input"}
+_FUNCTION_TABLE = {
+    1: "coil",
+    5: "coil",
+    15: "coil",
+    2: "discrete",
+    3: "holding",
+    6: "holding",
+    16: "holding",
+    22: "holding",
+    23: "holding",
+    4: "input",
+}
 _BLOCK_ORDER = ("coil", "discrete", "holding", "input")
 
 
@@ -224,7 +235,9 @@ def build_endpoints(
                 if key_name in motions:
                     motion = Motion.parse(motions[key_name], motion)
                     break
-            points.append(SimPoint(str(spec), prop.name, visitor, motion, _initial(visitor, prop.desired, motion, str(spec))))
+            points.append(
+                SimPoint(str(spec), prop.name, visitor, motion, _initial(visitor, prop.desired, motion, str(spec)))
+            )
         _check_overlaps(str(spec), points)
         endpoint.slaves[protocol.slaveID] = SimSlave(protocol.slaveID, str(spec), points)
     return list(endpoints.values())
@@ -236,7 +249,7 @@ def _check_overlaps(device: str, points: list[SimPoint]) -> None:
         by_table.setdefault(point.visitor.table, []).append(point)
     for table_points in by_table.values():
         table_points.sort(key=lambda p: p.visitor.offset)
-        for a, b in zip(table_points, table_points[1:], strict=False):
+        for a, b in itertools.pairwise(table_points):
             if b.visitor.offset < a.end:
                 same = a.visitor.offset == b.visitor.offset and a.visitor.count == b.visitor.count
                 if not same:
@@ -275,7 +288,9 @@ class SlaveModel:
                 blocks.append([SimData(start, values=[False] * count, datatype=DataType.BITS) for start, count in runs])
             else:
                 runs = _runs(used, pad)
-                blocks.append([SimData(start, count=count, values=0, datatype=DataType.REGISTERS) for start, count in runs])
+                blocks.append(
+                    [SimData(start, count=count, values=0, datatype=DataType.REGISTERS) for start, count in runs]
+                )
         # pymodbus needs a block in every table: an unused one gets a token block at the very end of the
         # address space (invalid registers; bits cannot be marked invalid, so 16 of them answer there).
         for i, table in enumerate(_BLOCK_ORDER):
@@ -360,7 +375,7 @@ async def start_servers(endpoints: Sequence[SimEndpoint], pad: int = 8) -> list[
             log.info("simulating %d slave(s) on %s %s", len(endpoint.slaves), endpoint.kind, endpoint.address)
     except BaseException:
         for server in servers:
-            await server.shutdown()
+            await server.shutdown()  # type: ignore[no-untyped-call]
         raise
     return servers
 
@@ -374,4 +389,4 @@ async def serve(endpoints: Sequence[SimEndpoint], pad: int = 8, ready: asyncio.E
         await asyncio.Event().wait()
     finally:
         for server in servers:
-            await server.shutdown()
+            await server.shutdown()  # type: ignore[no-untyped-call]
