@@ -205,7 +205,9 @@ class RestApi:
         metric("mapper_outbox_depth", "gauge", "Values waiting for the agent.", [({}, self.client.outbox.depth)])
         metric("mapper_registrations_total", "counter", "Registrations with the agent.", [({}, stats.registrations)])
         # Leak watch: both stay flat on a healthy mapper, whatever its devices go through.
-        metric("mapper_asyncio_tasks", "gauge", "Tasks alive on the mapper's event loop.", [({}, len(asyncio.all_tasks()))])
+        metric(
+            "mapper_asyncio_tasks", "gauge", "Tasks alive on the mapper's event loop.", [({}, len(asyncio.all_tasks()))]
+        )
         metric("process_resident_memory_bytes", "gauge", "Resident memory of this process.", [({}, _rss_bytes())])
         return Response.text("\n".join(lines) + "\n")
 

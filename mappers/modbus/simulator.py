@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -341,21 +342,52 @@ class SlaveModel:
         return None
 
 
+class _KnownSlaves:
+    """The server's datastore, answering only for the slaves it simulates.
+
+    pymodbus answers a request for an unknown slave with "server device failure"; a real line stays silent
+    (RTU: the client times out) and a real TCP gateway says "gateway target device failed to respond".
+    """
+
+    def __init__(self, core: Any) -> None:
+        self._core = core
+
+    def device_ids(self) -> list[int]:
+        return list(self._core.device_ids())
+
+    def _check(self, device_id: int) -> None:
+        if device_id not in self._core.devices:
+            raise NoSuchIdException(f"no simulated slave {device_id}")
+
+    async def async_getValues(self, device_id: int, func_code: int, address: int, count: int = 1) -> Any:
+        self._check(device_id)
+        return await self._core.async_getValues(device_id, func_code, address, count)
+
+    async def async_setValues(self, device_id: int, func_code: int, address: int, values: Any) -> Any:
+        self._check(device_id)
+        return await self._core.async_setValues(device_id, func_code, address, values)
+
+
 def make_server(endpoint: SimEndpoint, pad: int = 8) -> ModbusTcpServer | ModbusSerialServer:
     """A pymodbus server for ``endpoint`` (not started: ``await server.serve_forever()``)."""
     devices = [SlaveModel(s, pad).device for s in endpoint.slaves.values()]
+    server: ModbusTcpServer | ModbusSerialServer
     if endpoint.kind == "tcp":
         host, _, port = endpoint.address.rpartition(":")
-        return ModbusTcpServer(devices, address=(host or "0.0.0.0", int(port)))
-    line = endpoint.line
-    return ModbusSerialServer(
-        devices,
-        port=endpoint.address,
-        baudrate=line.baudRate if line else 19200,
-        bytesize=line.dataBits if line else 8,
-        parity=line.parity if line else "N",
-        stopbits=line.stopBits if line else 1,
-    )
+        server = ModbusTcpServer(devices, address=(host or "0.0.0.0", int(port)))
+    else:
+        line = endpoint.line
+        server = ModbusSerialServer(
+            devices,
+            port=endpoint.address,
+            baudrate=line.baudRate if line else 19200,
+            bytesize=line.dataBits if line else 8,
+            parity=line.parity if line else "N",
+            stopbits=line.stopBits if line else 1,
+            ignore_missing_devices=True,
+        )
+    server.context = _KnownSlaves(server.context)  # type: ignore[assignment]
+    return server
 
 
 async def start_servers(endpoints: Sequence[SimEndpoint], pad: int = 8) -> list[ModbusTcpServer | ModbusSerialServer]:
