@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any
 
 from dmi.anypack import AnyDecodeError, unpack_map
@@ -17,7 +18,7 @@ class DeviceSpecError(ValueError):
     """A device the mapper cannot run as sent (e.g. configData it cannot decode)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PropertySpec:
     name: str
     type: str  # lower case: int, float, double, string, boolean, bytes, stream
@@ -38,14 +39,14 @@ class PropertySpec:
         return self.access_mode == "ReadWrite"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MethodSpec:
     name: str
     description: str
     property_names: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeviceSpec:
     namespace: str
     name: str
@@ -70,9 +71,11 @@ class DeviceSpec:
 
 def _decode(value: pb.CustomizedValue, where: str) -> dict[str, Any]:
     try:
-        return dict(unpack_map(value.data))
+        data = unpack_map(value.data)
     except AnyDecodeError as exc:
         raise DeviceSpecError(f"{where}: {exc}") from None
+    # A thousand devices of one model repeat the same keys and texts ten thousand times: share them.
+    return {intern(k): intern(v) if isinstance(v, str) else v for k, v in data.items()}
 
 
 def device_spec(device: pb.Device, model: pb.DeviceModel | None) -> DeviceSpec:
@@ -84,18 +87,18 @@ def device_spec(device: pb.Device, model: pb.DeviceModel | None) -> DeviceSpec:
         mp = model_props.get(prop.name)
         properties.append(
             PropertySpec(
-                name=prop.name,
-                type=model_type(mp.type) if mp is not None else "string",
-                access_mode=mp.accessMode if mp is not None else "",
+                name=intern(prop.name),
+                type=intern(model_type(mp.type)) if mp is not None else "string",
+                access_mode=intern(mp.accessMode) if mp is not None else "",
                 collect_cycle_ms=prop.collectCycle or DEFAULT_CYCLE_MS,
                 report_cycle_ms=prop.reportCycle or DEFAULT_CYCLE_MS,
                 report_to_cloud=prop.reportToCloud,
-                visitor_protocol=prop.visitors.protocolName,
+                visitor_protocol=intern(prop.visitors.protocolName),
                 visitor_data=_decode(prop.visitors.configData, f"{where} property {prop.name} visitors"),
                 desired=prop.desired.value if prop.HasField("desired") and prop.desired.value else None,
-                minimum=mp.minimum if mp is not None else "",
-                maximum=mp.maximum if mp is not None else "",
-                unit=mp.unit if mp is not None else "",
+                minimum=intern(mp.minimum) if mp is not None else "",
+                maximum=intern(mp.maximum) if mp is not None else "",
+                unit=intern(mp.unit) if mp is not None else "",
                 push_method=prop.pushMethod if prop.HasField("pushMethod") else None,
             )
         )

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 import grpc
 
 from dmi import sockets
-from dmi.v1beta1 import api_pb2 as pb
 from dmi.v1beta1 import api_pb2_grpc
 from mapper_framework.agent_client import AgentClient
 from mapper_framework.config import MapperConfig
 from mapper_framework.mapper_service import MapperService
 from mapper_framework.push import PushManager
+from mapper_framework.register_answer import RegisterAnswer
 from mapper_framework.registry import DeviceRegistry, DriverFactory
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class Mapper:
             self.rest = RestApi(config, self.registry, self.client)
         self._server: grpc.aio.Server | None = None
 
-    async def _registered(self, answer: pb.MapperRegisterResponse) -> None:
+    async def _registered(self, answer: RegisterAnswer) -> None:
         await self.registry.sync(answer)
 
     async def start(self) -> None:

@@ -12,6 +12,7 @@ from mapper_framework.config import StateSettings
 from mapper_framework.device import DeviceSpec, DeviceSpecError, device_spec
 from mapper_framework.driver import Driver
 from mapper_framework.push import PushManager
+from mapper_framework.register_answer import RegisterAnswer
 from mapper_framework.runtime import DeviceRuntime
 
 log = logging.getLogger(__name__)
@@ -37,14 +38,18 @@ class DeviceRegistry:
         self._outbox = outbox
         self._state = state
         self.models: dict[Key, pb.DeviceModel] = {}
-        self.devices: dict[Key, pb.Device] = {}
+        # Devices as sent, serialised: a parsed message would keep the whole MapperRegister answer's arena alive
+        # (megabytes with a thousand devices) for the sake of equality checks and GetDevice.
+        self.devices: dict[Key, bytes] = {}
         self.runtimes: dict[Key, DeviceRuntime] = {}
         self._previous_twins: dict[Key, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ models
     def set_model(self, model: pb.DeviceModel) -> None:
         """Models affect devices started after this; running devices get their own UpdateDevice."""
-        self.models[_key(model.namespace, model.name)] = model
+        own = pb.DeviceModel()
+        own.CopyFrom(model)  # detached from the message it came in (see ``devices``)
+        self.models[_key(model.namespace, model.name)] = own
 
     def remove_model(self, namespace: str, name: str) -> None:
         self.models.pop(_key(namespace, name), None)
@@ -56,10 +61,11 @@ class DeviceRegistry:
         if model is not None:
             self.set_model(model)
         old = self.devices.get(key)
-        if old is not None and old == device and key in self.runtimes:
+        wire = device.SerializeToString(deterministic=True)
+        if old is not None and old == wire and key in self.runtimes:
             return
         await self._stop(key)
-        self.devices[key] = device
+        self.devices[key] = wire
         model = self.models.get(_key(device.namespace, device.spec.deviceModelReference))
         try:
             spec = device_spec(device, model)
@@ -99,11 +105,14 @@ class DeviceRegistry:
         self._outbox.forget(key)
         log.info("device %s/%s removed", key[0], key[1])
 
-    async def sync(self, answer: pb.MapperRegisterResponse) -> None:
-        """Make the running set exactly the agent's list (after a (re-)registration)."""
+    async def sync(self, answer: pb.MapperRegisterResponse | RegisterAnswer) -> None:
+        """Make the running set exactly the agent's list (after a (re-)registration).
+
+        Two passes over the answer, one device parsed at a time (see :mod:`register_answer`).
+        """
         for model in answer.modelList:
             self.set_model(model)
-        wanted = {_key(d.namespace, d.name): d for d in answer.deviceList}
+        wanted = {_key(d.namespace, d.name) for d in answer.deviceList}
         for key in list(self.devices):
             if key not in wanted:
                 await self.remove_device(*key)
@@ -117,11 +126,11 @@ class DeviceRegistry:
     def current(self, namespace: str, name: str) -> pb.Device | None:
         """The device as received, with the latest twins in its status (what GetDevice answers)."""
         key = _key(namespace, name)
-        device = self.devices.get(key)
-        if device is None:
+        wire = self.devices.get(key)
+        if wire is None:
             return None
         out = pb.Device()
-        out.CopyFrom(device)
+        out.ParseFromString(wire)
         runtime = self.runtimes.get(key)
         if runtime is not None:
             out.status.twins.extend(runtime.twin_messages(list(runtime.spec.properties)))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dmi.v1beta1 import api_pb2 as pb
+from mapper_framework.agent_client import TwinReport, add_twins
 from mapper_framework.config import StateSettings
 from mapper_framework.device import DeviceSpec, PropertySpec
 from mapper_framework.driver import ConfigError, Driver, parse_config
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 STATES = ("ok", "online", "offline", "unhealthy", "unknown")
 
 
-@dataclass
+@dataclass(slots=True)
 class Twin:
     """The latest known value of one property."""
 
@@ -63,7 +64,7 @@ class DeviceRuntime:
         self,
         spec: DeviceSpec,
         driver: Driver[Any, Any],
-        report: Callable[[tuple[str, str], list[pb.Twin]], None],
+        report: Callable[[tuple[str, str], list[TwinReport]], None],
         report_state: Callable[[tuple[str, str], str], None],
         state_settings: StateSettings | None = None,
         push: Callable[[pb.PushMethod, Record], None] | None = None,
@@ -180,7 +181,7 @@ class DeviceRuntime:
         async for _ in self._every(cycle_ms):
             await self._collect_round(props)
             if report:
-                twins = self.twin_messages(report)
+                twins = self.twin_values(report)
                 if twins:
                     self._report(self.spec.key, twins)
 
@@ -230,32 +231,24 @@ class DeviceRuntime:
                 )
         self._failed_rounds = 0 if good else self._failed_rounds + 1
 
-    def twin_messages(self, props: list[PropertySpec]) -> list[pb.Twin]:
+    def twin_values(self, props: list[PropertySpec]) -> list[TwinReport]:
+        """The twins of ``props`` that have been read, as the outbox keeps them."""
         out = []
         for prop in props:
             twin = self.twins[prop.name]
-            if not twin.timestamp_ms:
-                continue  # nothing read yet
-            out.append(
-                pb.Twin(
-                    propertyName=prop.name,
-                    reported=pb.TwinProperty(
-                        value=twin.value, metadata={"type": prop.type, "timestamp": str(twin.timestamp_ms)}
-                    ),
-                    # Always present: edgecore dereferences it without a check.
-                    observedDesired=pb.TwinProperty(
-                        value=twin.observed_desired,
-                        metadata={"type": prop.type, "timestamp": str(twin.timestamp_ms)}
-                        if twin.observed_desired
-                        else {},
-                    ),
-                )
-            )
+            if twin.timestamp_ms:  # else nothing read yet
+                out.append(TwinReport(prop.name, twin.value, prop.type, twin.timestamp_ms, twin.observed_desired))
         return out
+
+    def twin_messages(self, props: list[PropertySpec]) -> list[pb.Twin]:
+        """The same as protobuf ``Twin`` messages (GetDevice)."""
+        holder = pb.DeviceStatus()
+        add_twins(holder.twins, self.twin_values(props))
+        return list(holder.twins)
 
     async def _reporting(self, cycle_ms: int, props: list[PropertySpec]) -> None:
         async for _ in self._every(cycle_ms):
-            twins = self.twin_messages(props)
+            twins = self.twin_values(props)
             if twins:
                 self._report(self.spec.key, twins)
 

@@ -28,6 +28,7 @@ import struct
 from decimal import Decimal
 from typing import Any
 
+from dmi.anypack import shortest_float32
 from mappers.modbus.config import ModbusVisitorConfig
 
 _STRUCT = {
@@ -67,16 +68,6 @@ def _from_bytes(data: bytes, visitor: ModbusVisitorConfig, numeric: bool) -> lis
         data = bytes(b for i in range(0, len(data), 2) for b in (data[i + 1], data[i]))
     regs = [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
     return list(reversed(regs)) if visitor.isRegisterSwap and numeric else regs
-
-
-def shortest_float32(value: float) -> float:
-    """The shortest decimal that is the same float32 (what a PLC engineer typed in)."""
-    packed = struct.pack(">f", value)
-    for digits in range(6, 10):
-        candidate = float(f"{value:.{digits}g}")
-        if struct.pack(">f", candidate) == packed:
-            return candidate
-    return value
 
 
 def _scaled(value: int | float, scale: float) -> int | float:

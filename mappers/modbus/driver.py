@@ -97,7 +97,7 @@ class ModbusDriver(Driver[ModbusProtocolConfig, ModbusVisitorConfig]):
         self._pool = pool
         self._config: ModbusProtocolConfig | None = None
         self._endpoint: Endpoint | None = None
-        self._plans: dict[tuple[int, ...], list[ReadGroup]] = {}
+        self._plans: dict[tuple[int, ...], tuple[tuple[ModbusVisitorConfig, ...], list[ReadGroup]]] = {}
         self._last_error: Exception | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -131,11 +131,17 @@ class ModbusDriver(Driver[ModbusProtocolConfig, ModbusVisitorConfig]):
 
     async def read_many(self, visitors: Sequence[ModbusVisitorConfig]) -> list[Any]:
         config, endpoint = self._ready()
+        # Plans are cached per round shape. The entry keeps its visitors: an id is unique only while its object
+        # lives, and a one-off read (REST) must never pick up the plan of a visitor that is gone.
         key = tuple(id(v) for v in visitors)
-        groups = self._plans.get(key)
-        if groups is None:
+        cached = self._plans.get(key)
+        if cached is not None and all(a is b for a, b in zip(cached[0], visitors, strict=True)):
+            groups = cached[1]
+        else:
+            if len(self._plans) >= 64:
+                self._plans.clear()
             groups = plan_reads(visitors, config.coalesce, config.coalesceGap)
-            self._plans[key] = groups
+            self._plans[key] = (tuple(visitors), groups)
         results: list[Any] = [None] * len(visitors)
         split: list[ReadGroup] = []
         for group in list(groups):
