@@ -240,20 +240,23 @@ class AgentClient:
                 continue
             self.stats.states_sent += 1
         # Devices are independent: keep several reports in flight, or one slow commit delays everyone behind it.
-        # A semaphore, not fixed chunks: a chunk would wait for its slowest call before the next one starts.
-        gate = asyncio.Semaphore(self.config.report.concurrency)
+        # A few workers taking devices from one queue, not a task per device (a thousand tasks per flush cost
+        # CPU and memory) and not fixed chunks (a chunk would wait for its slowest call).
+        pending = iter(list(self.outbox.twins))
         halted: list[BaseException] = []
 
-        async def one(key: DeviceKey) -> None:
-            async with gate:
+        async def worker() -> None:
+            for key in pending:
                 if halted:
                     return  # back-pressure seen: leave the rest in the outbox
                 try:
                     await self._send_twins(key)
                 except BaseException as exc:
                     halted.append(exc)
+                    return
 
-        await asyncio.gather(*(one(k) for k in list(self.outbox.twins)))
+        workers = min(self.config.report.concurrency, len(self.outbox.twins))
+        await asyncio.gather(*(worker() for _ in range(workers)))
         if halted:
             raise halted[0]
 

@@ -113,4 +113,5 @@ async def test_model_database_and_metrics(stack: Any) -> None:
     )
     assert int(line.split()[-1]) > 0
     reports = next(x for x in text.splitlines() if x.startswith("mapper_reports_total "))
-    assert int(reports.split()[-1]) == mapper.client.stats.reports_sent > 0
+    # The mapper shares this event loop: more reports may go out after the scrape, never fewer.
+    assert 0 < int(reports.split()[-1]) <= mapper.client.stats.reports_sent

@@ -54,7 +54,7 @@ _DEFAULT_LIMIT = {"int": 1, "float": 2, "double": 4}
 _PARITY = {"none": "N", "n": "N", "even": "E", "e": "E", "odd": "O", "o": "O"}
 
 
-@dataclass
+@dataclass(slots=True)
 class ModbusProtocolConfig:
     """``spec.protocol.configData`` of a Modbus Device (TCP: ip/port; RTU: serialPort and line settings)."""
 
@@ -123,7 +123,7 @@ class ModbusProtocolConfig:
         return f"{self.baudRate} {self.dataBits}{self.parity}{self.stopBits}"
 
 
-@dataclass
+@dataclass(slots=True)
 class ModbusVisitorConfig:
     """A property's ``visitors.configData``: where its value lives and how its registers decode."""
 
