@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from pathlib import Path
 
 import grpc
 
@@ -28,10 +28,11 @@ from dmi.v1beta1 import api_pb2 as pb
 from dmi.v1beta1 import api_pb2_grpc
 from mapper_framework.config import MapperConfig
 from mapper_framework.register_answer import RegisterAnswer
+from mapper_framework.spool import Spool
+from mapper_framework.twin_report import DeviceKey, TwinReport, add_twins
 
 log = logging.getLogger(__name__)
 
-DeviceKey = tuple[str, str]
 RATE_LIMITED = "too many request"
 
 
@@ -44,39 +45,6 @@ class OutboxStats:
     rate_limited: int = 0
     dropped: int = 0
     registrations: int = 0
-
-
-class TwinReport(NamedTuple):
-    """One twin waiting for the agent: plain values, made into protobuf only in the request that carries it.
-
-    (A standalone ``pb.Twin`` per value and round costs a protobuf arena each: at 10,000 twins/s that was tens
-    of MB of resident memory and a sixth of the mapper's CPU.)
-    """
-
-    name: str
-    value: str
-    type: str
-    timestamp_ms: int
-    observed_desired: str = ""
-
-
-def add_twins(target: Any, twins: Iterable[TwinReport]) -> None:
-    """Append ``twins`` to a repeated ``Twin`` field, both ``reported`` and ``observedDesired`` always present
-    (edgecore dereferences both without a check)."""
-    for twin in twins:
-        message = target.add()
-        message.propertyName = twin.name
-        stamp = str(twin.timestamp_ms)
-        reported = message.reported
-        reported.value = twin.value
-        reported.metadata["type"] = twin.type
-        reported.metadata["timestamp"] = stamp
-        desired = message.observedDesired
-        desired.SetInParent()
-        if twin.observed_desired:
-            desired.value = twin.observed_desired
-            desired.metadata["type"] = twin.type
-            desired.metadata["timestamp"] = stamp
 
 
 class Outbox:
@@ -142,6 +110,16 @@ class AgentClient:
         self._task: asyncio.Task[None] | None = None
         self._needs_register = True
         self._quiet = False  # one log line per back-pressure episode
+        report = config.report
+        self.spool = (
+            Spool(Path(report.spool_file), report.spool_limit, report.spool_interval_s) if report.spool_file else None
+        )
+        if self.spool is not None:
+            twins, states = self.spool.load()
+            for key, pending in twins.items():
+                self.outbox.take_back(key, pending)
+            for key, state in states.items():
+                self.outbox.states.setdefault(key, state)
 
     def register_request(self) -> pb.MapperRegisterRequest:
         c = self.config
@@ -168,6 +146,8 @@ class AgentClient:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                     raise RuntimeError(f"the agent refused registration: {exc.details()}") from None
+                if self.spool is not None and (self.outbox.twins or self.outbox.states) and self.spool.due():
+                    self._save_spool()
                 log.warning(
                     "registering with the agent at %s failed (%s); retrying in %.1fs",
                     self.config.edgecore_sock,
@@ -191,6 +171,15 @@ class AgentClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._channel.close()
+        if self.spool is not None and (self.outbox.twins or self.outbox.states):
+            self._save_spool()
+
+    def _save_spool(self) -> None:
+        assert self.spool is not None
+        try:
+            self.spool.save(self.outbox.twins, self.outbox.states)
+        except OSError as exc:
+            log.error("store-and-forward: cannot write %s: %s; values stay in memory", self.spool.path, exc)
 
     async def _send_loop(self) -> None:
         delay = self.config.report.retry_initial_s
@@ -204,6 +193,8 @@ class AgentClient:
                 await self._flush()
             except _BackPressure as pressure:
                 self.stats.retries += 1
+                if self.spool is not None and self.spool.due():
+                    self._save_spool()
                 if not self._quiet:
                     log.warning(
                         "agent %s (%s); %d value(s) kept, latest per property, retrying",
@@ -223,6 +214,9 @@ class AgentClient:
             if self._quiet:
                 log.info("agent accepts reports again")
                 self._quiet = False
+            if self.spool is not None and not self.outbox.twins and not self.outbox.states:
+                with contextlib.suppress(OSError):
+                    self.spool.clear()
             delay = self.config.report.retry_initial_s
 
     async def _flush(self) -> None:

@@ -17,7 +17,8 @@ Ours, all optional:
 
 - ``log_level``;
 - ``rest``: ``bind``, ``enabled``;
-- ``report``: ``retry_initial_s``, ``retry_max_s``, ``max_message_mb``, ``concurrency``;
+- ``report``: ``retry_initial_s``, ``retry_max_s``, ``max_message_mb``, ``concurrency``, and store-and-forward
+  on disk: ``spool_file``, ``spool_limit``, ``spool_interval_s``;
 - ``state``: ``probe_ms``, ``heartbeat_s``, ``failures_offline``;
 - ``push``: ``queue_limit``, ``mqtt`` (``username``, ``password_file``, ``ca_file``, ``cert_file``, ``key_file``).
 """
@@ -44,6 +45,10 @@ class ReportSettings:
     max_message_mb: int = 64
     # Reports in flight at once (one per device). Real edgecore rate-limits all DMI calls to 1/s, burst 100.
     concurrency: int = 32
+    # Store-and-forward on disk: the outbox is saved here while the agent is away ("" = in memory only).
+    spool_file: str = ""
+    spool_limit: int = 100_000  # twins kept on disk at most (newest first)
+    spool_interval_s: float = 2.0  # at most one save per interval while reports fail
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from dmi.v1beta1 import api_pb2 as pb
-from mapper_framework.agent_client import TwinReport, add_twins
 from mapper_framework.config import StateSettings
 from mapper_framework.device import DeviceSpec, PropertySpec
 from mapper_framework.driver import ConfigError, Driver, parse_config
 from mapper_framework.push import Record
+from mapper_framework.twin_report import TwinReport, add_twins
 from mapper_framework.values import PropertyValueError, format_value, parse_value, reportable
 
 log = logging.getLogger(__name__)
