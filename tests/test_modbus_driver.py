@@ -321,3 +321,32 @@ async def test_missing_serial_port_is_named(pool: EndpointPool) -> None:
     assert "serial port /dev/ttyNOPE9 does not exist" in str(result)
     assert await drv.state() == "offline"
     await drv.close()
+
+
+async def test_shipped_samples_read_cleanly_through_the_simulator(pool: EndpointPool) -> None:
+    from dataclasses import replace
+
+    from mapper_cli.cmd_simulate import load_specs
+
+    root = Path(__file__).resolve().parent.parent
+    specs, motions, problems = load_specs([root / "crds" / "samples"], "modbus")
+    assert not problems
+    port = free_port()
+    tcp = [s for s in specs if "ip" in s.protocol_data]
+    assert {s.name for s in tcp} == {"modbus-tcp-thermostat", "modbus-tcp-plc"}
+    moved = [replace(s, protocol_data={**s.protocol_data, "port": port}) for s in tcp]
+    servers = await start_servers(build_endpoints(moved, motions))
+    try:
+        for dev in moved:
+            drv, visitors = await connected(dev, pool)
+            results = await drv.read_many(visitors)
+            failed = {p.name: r for p, r in zip(dev.properties, results, strict=True) if isinstance(r, BaseException)}
+            assert not failed, failed
+            values = dict(zip((p.name for p in dev.properties), results, strict=True))
+            if dev.name == "modbus-tcp-plc":
+                assert values["setpoint-float-scaled"] == 42.5 and values["label-string"] == "line-7"
+                assert isinstance(values["serial-bytes"], bytes) and isinstance(values["outputs-coil-bits"], int)
+            await drv.close()
+    finally:
+        for s in servers:
+            await s.shutdown()  # type: ignore[no-untyped-call]

@@ -125,9 +125,7 @@ class SimPoint:
             self._walk = min(max(self._walk + self._rng.uniform(-step, step), m.low), m.high)
             self._walk_at = now
             number = self._walk
-        if self.visitor.kind.startswith(("int", "uint")) or self.visitor.kind == "bitfield":
-            return round(number)
-        return round(number, 3)
+        return _quantise(self.visitor, number)
 
     def registers(self, now: float) -> list[int]:
         return encode_registers(self.visitor, self.value(now))
@@ -176,11 +174,19 @@ def _initial(visitor: ModbusVisitorConfig, desired: str | None, motion: Motion, 
         return (desired or "").lower() in ("true", "1", "on")
     if desired:
         try:
-            number = float(desired)
-            return round(number) if kind.startswith(("int", "uint")) or kind == "bitfield" else number
+            return _quantise(visitor, float(desired))
         except ValueError:
             pass
-    return round(motion.low) if kind.startswith(("int", "uint")) or kind == "bitfield" else motion.low
+    return _quantise(visitor, motion.low)
+
+
+def _quantise(visitor: ModbusVisitorConfig, number: float) -> int | float:
+    """The nearest value the registers can hold: integer kinds step by ``scale`` (42.5 with scale 0.1 is 425)."""
+    if visitor.kind.startswith(("int", "uint")) or visitor.kind == "bitfield":
+        raw = round(number / visitor.scale)
+        scale = visitor.scale
+        return raw * int(scale) if float(scale).is_integer() else float(f"{raw * scale:.12g}")
+    return round(number, 3)
 
 
 def build_endpoints(
