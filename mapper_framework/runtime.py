@@ -85,18 +85,28 @@ class DeviceRuntime:
         self._write_lock = asyncio.Lock()
         self._push = push
         self._desired_pending = False
+        self._stopping = False
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self._main = asyncio.create_task(self._run(), name=f"device-{self.spec}")
 
     async def stop(self) -> None:
-        tasks = [t for t in [self._main, *self._tasks] if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        self._stopping = True
+        pending = {t for t in [self._main, *self._tasks] if t is not None and not t.done()}
+        # A cancel can be swallowed: on Python 3.11, asyncio.wait_for (pymodbus awaits every answer with it)
+        # drops the cancellation when the answer lands at the same moment. So cancel again until the loops are
+        # gone; the _stopping flag ends any loop that survived a cancel at its next round.
+        for attempt in range(20):
+            for task in pending:
+                task.cancel()
+            _done, pending = await asyncio.wait(pending, timeout=0.25)
+            if not pending:
+                break
+            if attempt == 0:
+                log.debug("device %s: %d task(s) ignored a cancel; cancelling again", self.spec, len(pending))
+        if pending:
+            log.error("device %s: %d task(s) would not stop; leaving them", self.spec, len(pending))
         self._tasks.clear()
         with contextlib.suppress(Exception):
             await self.driver.close()
@@ -168,20 +178,23 @@ class DeviceRuntime:
         phase = (zlib.crc32(str(self.spec).encode()) % 1000) / 1000 * period
         deadline = loop.time() + phase - period  # the second round falls on this device's phase
         yield
-        while True:
+        while not self._stopping:
             deadline += period
             delay = deadline - loop.time()
             if delay < 0:
                 deadline = loop.time()
                 delay = 0
             await asyncio.sleep(delay)
+            if self._stopping:
+                return
             yield
 
     async def _collect(self, cycle_ms: int, props: list[PropertySpec], report: list[PropertySpec]) -> None:
+        sent: dict[str, tuple[int, str]] = {}
         async for _ in self._every(cycle_ms):
             await self._collect_round(props)
             if report:
-                twins = self.twin_values(report)
+                twins = self.twin_values(report, sent)
                 if twins:
                     self._report(self.spec.key, twins)
 
@@ -231,13 +244,26 @@ class DeviceRuntime:
                 )
         self._failed_rounds = 0 if good else self._failed_rounds + 1
 
-    def twin_values(self, props: list[PropertySpec]) -> list[TwinReport]:
-        """The twins of ``props`` that have been read, as the outbox keeps them."""
+    def twin_values(
+        self, props: list[PropertySpec], sent: dict[str, tuple[int, str]] | None = None
+    ) -> list[TwinReport]:
+        """The twins of ``props`` that have been read, as the outbox keeps them.
+
+        With ``sent``, only what changed since the last call with it (a new read, or a new observedDesired): a
+        value that could not be read again is not re-sent, or the agent (which stamps twins with its receive
+        time, as edgecore does) would show a stale value as fresh.
+        """
         out = []
         for prop in props:
             twin = self.twins[prop.name]
-            if twin.timestamp_ms:  # else nothing read yet
-                out.append(TwinReport(prop.name, twin.value, prop.type, twin.timestamp_ms, twin.observed_desired))
+            if not twin.timestamp_ms:
+                continue  # nothing read yet
+            if sent is not None:
+                mark = (twin.timestamp_ms, twin.observed_desired)
+                if sent.get(prop.name) == mark:
+                    continue
+                sent[prop.name] = mark
+            out.append(TwinReport(prop.name, twin.value, prop.type, twin.timestamp_ms, twin.observed_desired))
         return out
 
     def twin_messages(self, props: list[PropertySpec]) -> list[pb.Twin]:
@@ -247,8 +273,9 @@ class DeviceRuntime:
         return list(holder.twins)
 
     async def _reporting(self, cycle_ms: int, props: list[PropertySpec]) -> None:
+        sent: dict[str, tuple[int, str]] = {}
         async for _ in self._every(cycle_ms):
-            twins = self.twin_values(props)
+            twins = self.twin_values(props, sent)
             if twins:
                 self._report(self.spec.key, twins)
 
@@ -264,7 +291,11 @@ class DeviceRuntime:
                 except Exception as exc:
                     log.warning("device %s: state probe failed: %s", self.spec, exc)
                     state = "unknown"
-            if self._desired_pending and state in ("ok", "online"):
+            if state in ("ok", "online") and self.state == "offline":
+                # The device was away: it may have restarted and lost what was written (a set point reverts to
+                # its power-on value), so the desired values are written again.
+                await self.apply_desired(force=True)
+            elif self._desired_pending and state in ("ok", "online"):
                 await self.apply_desired()
             heartbeat = loop.time() - last_sent >= self._settings.heartbeat_s
             before = self.state
@@ -273,8 +304,8 @@ class DeviceRuntime:
                 last_sent = loop.time()
 
     # ------------------------------------------------------------------ writes
-    async def apply_desired(self) -> None:
-        """Write desired values that differ from what was last applied (ReadWrite properties only).
+    async def apply_desired(self, force: bool = False) -> None:
+        """Write desired values that differ from what was last applied (all of them with ``force``; ReadWrite only).
 
         A write that fails is retried on every state probe until it succeeds.
         """
@@ -290,7 +321,7 @@ class DeviceRuntime:
                     prop.access_mode or "not ReadWrite in the model",
                 )
                 continue
-            if self.twins[prop.name].observed_desired == prop.desired:
+            if self.twins[prop.name].observed_desired == prop.desired and not force:
                 continue
             try:
                 await self.write(prop.name, prop.desired)

@@ -103,9 +103,15 @@ def test_samples_validate_clean() -> None:
     report = validate_paths([SAMPLES])
     assert lines(report) == []
     assert report.ok
-    assert len(report.documents) == 8
+    assert len(report.documents) == 10
     files = {Path(d.file).name for d in report.documents}
-    assert files == {"modbus-tcp-thermostat.yaml", "modbus-rtu-meter.yaml", "onvif-camera.yaml", "dht11-sensor.yaml"}
+    assert files == {
+        "modbus-tcp-thermostat.yaml",
+        "modbus-tcp-plc.yaml",
+        "modbus-rtu-meter.yaml",
+        "onvif-camera.yaml",
+        "dht11-sensor.yaml",
+    }
 
 
 def test_samples_follow_the_conventions() -> None:
@@ -980,7 +986,7 @@ def test_cli_reports_errors(workdir: Path, cli: typer.Typer) -> None:
 def test_cli_samples_are_ok(cli: typer.Typer) -> None:
     result = CliRunner().invoke(cli, ["validate", "-f", str(SAMPLES)])
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines() == ["8 documents checked: ok"]
+    assert result.stdout.splitlines() == ["10 documents checked: ok"]
 
 
 def test_cli_warnings_do_not_fail(workdir: Path, cli: typer.Typer) -> None:
@@ -1030,4 +1036,4 @@ def test_cli_json(workdir: Path, cli: typer.Typer) -> None:
 def test_cli_json_on_samples(cli: typer.Typer) -> None:
     result = CliRunner().invoke(cli, ["validate", "-f", str(SAMPLES), "--output", "json"])
     assert result.exit_code == 0
-    assert json.loads(result.stdout) == {"documents": 8, "errors": [], "warnings": []}
+    assert json.loads(result.stdout) == {"documents": 10, "errors": [], "warnings": []}
