@@ -194,7 +194,8 @@ def stack_plan(devices: Path, runtime_dir: Path, http_port: int, log_level: str)
     plan: list[tuple[str, list[str]]] = []
     me = [sys.executable, "-m", "mapper_cli.main"]
     port = http_port
-    for protocol in _protocols(devices):
+    # The same REST port for the same mapper every time: modbus first (7777), then the others by name.
+    for protocol in sorted(_protocols(devices), key=lambda p: (p != "modbus", p)):
         if importlib.util.find_spec(f"mappers.{protocol}") is None:
             log.warning("no shipped mapper for protocol %s yet: its devices stay without one", protocol)
             continue

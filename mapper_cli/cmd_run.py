@@ -57,8 +57,11 @@ def _checked(driver: Any, spec: str) -> Driver[Any, Any]:
     return driver
 
 
-def shipped_driver(protocol: str) -> DriverFactory:
-    """The driver factory of a mapper shipped in ``mappers.<protocol>`` (its ``driver_factory``)."""
+def shipped_driver(protocol: str, overrides: dict[str, Any] | None = None) -> DriverFactory:
+    """The driver factory of a mapper shipped in ``mappers.<protocol>`` (its ``driver_factory``).
+
+    ``overrides`` replace configData keys of every device (``--pin``/``--backend`` for dht11).
+    """
     try:
         module = importlib.import_module(f"mappers.{protocol}")
     except ImportError:
@@ -68,6 +71,8 @@ def shipped_driver(protocol: str) -> DriverFactory:
     factory = getattr(module, "driver_factory", None)
     if factory is None:
         raise ValueError(f"mappers.{protocol} has no driver_factory")
+    if overrides:
+        return lambda device: _checked(factory(device, overrides), f"mappers.{protocol}")
     return lambda device: _checked(factory(device), f"mappers.{protocol}")
 
 
@@ -85,6 +90,10 @@ def run(
         Path | None, typer.Option("--edgecore-sock", help="The agent's DMI socket (common.edgecore_sock).")
     ] = None,
     http_port: Annotated[int | None, typer.Option("--http-port", help="REST API port (0: any free port).")] = None,
+    pin: Annotated[int | None, typer.Option("--pin", help="dht11: the BCM GPIO pin, for every device.")] = None,
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="dht11: auto, iio, adafruit or simulated, for every device.")
+    ] = None,
     log_level: Annotated[LogLevel, typer.Option("--log-level", help="Log level.")] = LogLevel.info,
 ) -> None:
     """Run a mapper: register with the agent (edgecore or ours), collect, report, serve the REST API."""
@@ -97,12 +106,32 @@ def run(
     if protocol is not None and protocol != cfg.protocol:
         fail(f"protocol {protocol!r} on the command line but common.protocol is {cfg.protocol!r} in {config}")
     cfg = cfg.with_overrides(name=name, socket_path=socket, edgecore_sock=edgecore_sock, http_port=http_port)
+    overrides: dict[str, Any] = {}
+    if pin is not None or backend is not None:
+        if cfg.protocol != "dht11" or driver:
+            fail("--pin and --backend are options of the shipped dht11 mapper")
+        overrides = {k: v for k, v in (("pin", pin), ("backend", backend)) if v is not None}
+        _check_dht_backend(backend)
     try:
-        factory = resolve_driver(driver) if driver else shipped_driver(cfg.protocol)
+        factory = resolve_driver(driver) if driver else shipped_driver(cfg.protocol, overrides)
     except ValueError as exc:
         fail(str(exc))
         raise AssertionError from exc
     asyncio.run(_serve(cfg, factory))
+
+
+def _check_dht_backend(backend: str | None) -> None:
+    """Fail at once, in one line, when the chosen backend cannot work on this machine (not after a retry loop)."""
+    from mapper_framework.driver import ConfigError
+    from mappers.dht11.backends import BackendUnavailable, check_adafruit
+    from mappers.dht11.driver import DhtConfig
+
+    try:
+        DhtConfig(backend=backend or "auto")
+        if backend == "adafruit":
+            check_adafruit()
+    except (BackendUnavailable, ConfigError) as exc:
+        fail(str(exc))
 
 
 def _bare_config(protocol: str | None, name: str | None) -> MapperConfig:

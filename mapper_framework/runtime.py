@@ -283,14 +283,14 @@ class DeviceRuntime:
         last_sent = 0.0
         loop = asyncio.get_running_loop()
         async for _ in self._every(self.spec.state_report_cycle_ms or self._settings.probe_ms):
-            if self._failed_rounds >= self._settings.failures_offline:
+            try:
+                state = normalise_state(await self.driver.state())
+            except Exception as exc:
+                log.warning("device %s: state probe failed: %s", self.spec, exc)
+                state = "unknown"
+            if self._failed_rounds >= self._settings.failures_offline and state in ("ok", "online"):
+                # Every read failing for rounds on end: offline, unless the driver knows better (unhealthy).
                 state = "offline"
-            else:
-                try:
-                    state = await self.driver.state()
-                except Exception as exc:
-                    log.warning("device %s: state probe failed: %s", self.spec, exc)
-                    state = "unknown"
             if state in ("ok", "online") and self.state == "offline":
                 # The device was away: it may have restarted and lost what was written (a set point reverts to
                 # its power-on value), so the desired values are written again.
