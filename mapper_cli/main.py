@@ -19,6 +19,7 @@ COMMANDS = {
     "get": "mapper_cli.cmd_get",
     "validate": "mapper_cli.cmd_validate",
     "simulate": "mapper_cli.cmd_simulate",
+    "new": "mapper_cli.cmd_new",
 }
 
 

@@ -1,0 +1,168 @@
+"""``mapper new``: scaffold a whole mapper project from a Jinja template folder."""
+
+from __future__ import annotations
+
+import keyword
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from mapper_cli.common import fail
+
+DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+PROTOCOL = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+class NewProjectError(ValueError):
+    """A name, template or folder that cannot be used; nothing has been written."""
+
+
+@dataclass(frozen=True)
+class Answers:
+    name: str
+    protocol: str
+    author: str
+    with_stream: bool
+
+    @property
+    def package(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def class_name(self) -> str:
+        return "".join(part.capitalize() for part in re.split(r"[-_]", self.protocol))
+
+
+def builtin_templates() -> Path:
+    return Path(str(resources.files("templates")))
+
+
+def list_templates(root: Path) -> list[tuple[str, str]]:
+    out = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and (p / "template.yaml").exists()):
+        meta = yaml.safe_load((folder / "template.yaml").read_text()) or {}
+        out.append((folder.name, str(meta.get("description", ""))))
+    return out
+
+
+def check_answers(answers: Answers) -> None:
+    """Each rule that fails says which one."""
+    name = answers.name
+    if len(name) > 63 or not DNS_1123_LABEL.match(name):
+        raise NewProjectError(
+            f"name {name!r} is not a DNS-1123 label (lower-case letters, digits and '-', starting and ending with a"
+            " letter or digit, at most 63 characters): it names the Kubernetes objects. Hint: e.g. my-sensor-mapper"
+        )
+    if not name[0].isalpha():
+        raise NewProjectError(f"name {name!r} must start with a letter: it also names the Python package")
+    if not answers.package.isidentifier() or keyword.iskeyword(answers.package):
+        raise NewProjectError(f"name {name!r} gives the package {answers.package!r}, not a valid Python identifier")
+    if not PROTOCOL.match(answers.protocol):
+        raise NewProjectError(
+            f"protocol {answers.protocol!r}: expected lower-case letters, digits, '-' or '_', starting with a letter"
+            " (it is the CRs' protocolName)"
+        )
+
+
+def render(template: Path, answers: Answers, target: Path, force: bool) -> list[Path]:
+    """Render ``template`` into ``target``: all in a temporary folder first, moved into place at the end."""
+    from jinja2 import Environment, StrictUndefined, TemplateError
+
+    if not (template / "template.yaml").exists():
+        raise NewProjectError(f"{template} is not a template (no template.yaml). Hint: mapper new --list-templates")
+    if target.exists() and not force:
+        raise NewProjectError(f"{target} already exists. Hint: --force replaces it, or choose another --output")
+    env = Environment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    values = {
+        "name": answers.name,
+        "protocol": answers.protocol,
+        "author": answers.author,
+        "with_stream": answers.with_stream,
+        "package": answers.package,
+        "class_name": answers.class_name,
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{answers.name}-", dir=target.parent))
+    made: list[Path] = []
+    try:
+        for source in sorted(template.rglob("*")):
+            relative = source.relative_to(template)
+            if source.is_dir() or relative.name == "template.yaml" or "__pycache__" in relative.parts:
+                continue
+            rel_text = env.from_string(str(relative)).render(values)
+            out = staging / rel_text
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if source.suffix == ".j2":
+                out = out.with_suffix("")
+                out.write_text(env.from_string(source.read_text()).render(values))
+            else:
+                shutil.copyfile(source, out)
+            made.append(out.relative_to(staging))
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except TemplateError as exc:
+        raise NewProjectError(f"template {template}: {exc}") from None
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return made
+
+
+def new(
+    name: Annotated[str | None, typer.Argument(help="Project name (DNS-1123 label, e.g. my-sensor-mapper).")] = None,
+    protocol: Annotated[str | None, typer.Option("--protocol", "-p", help="protocolName in the CRs.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder to create (default ./NAME).")] = None,
+    author: Annotated[str | None, typer.Option("--author", help="Author in pyproject.toml.")] = None,
+    with_stream: Annotated[
+        bool, typer.Option("--with-stream", help="Add a STREAM property to the sample model.")
+    ] = False,
+    template: Annotated[
+        Path | None, typer.Option("--template", help="A template folder of your own (with a template.yaml).")
+    ] = None,
+    no_input: Annotated[bool, typer.Option("--no-input", help="Ask nothing: defaults for what is not given.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")] = False,
+    list_: Annotated[bool, typer.Option("--list-templates", help="List the shipped templates and exit.")] = False,
+) -> None:
+    """Scaffold a runnable mapper project: driver to fill, configs, sample CRs, tests, Dockerfile, manifests."""
+    root = builtin_templates()
+    if list_:
+        for tname, description in list_templates(root):
+            typer.echo(f"{tname:12} {description}")
+        return
+    if name is None:
+        if no_input:
+            fail("give NAME with --no-input. Hint: mapper new my-sensor-mapper --no-input")
+        name = typer.prompt("Project name (DNS-1123)", default="my-mapper")
+    assert name is not None
+    if protocol is None:
+        default = name.removesuffix("-mapper") or "custom"
+        protocol = default if no_input else typer.prompt("Protocol (protocolName in the CRs)", default=default)
+    if author is None:
+        author = "KubeEdge user" if no_input else typer.prompt("Author", default="KubeEdge user")
+    answers = Answers(name, protocol, author, with_stream)
+    target = output if output is not None else Path(name)
+    try:
+        check_answers(answers)
+        made = render(template if template is not None else root / "mapper", answers, target, force)
+    except NewProjectError as exc:
+        fail(str(exc))
+        return
+    typer.echo(f"created {target}/")
+    for path in made:
+        typer.echo(f"  {path}")
+    typer.echo(
+        f"next:\n  cd {target} && pip install -e '.[dev]'\n"
+        f"  mapper up --devices crds --no-mappers & mapper run --driver {answers.package}:driver_factory -c config.yaml"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("new")(new)

@@ -1,0 +1,1 @@
+"""Project templates for ``mapper new`` (Jinja). ``mapper/`` is the default: a whole runnable mapper project."""
