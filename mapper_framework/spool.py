@@ -28,6 +28,7 @@ class Spool:
         self.limit = limit
         self.interval_s = interval_s
         self._last_save = 0.0
+        self.on_disk = path.exists()  # saves a stat() per send round when there is nothing to remove
 
     def due(self) -> bool:
         return time.monotonic() - self._last_save >= self.interval_s
@@ -58,6 +59,7 @@ class Spool:
             out.flush()
             os.fsync(out.fileno())
         tmp.replace(self.path)
+        self.on_disk = True
         self._last_save = time.monotonic()
         log.info("store-and-forward: %d twin(s), %d state(s) saved to %s", len(rows), len(states), self.path)
 
@@ -79,12 +81,14 @@ class Spool:
             broken = self.path.with_name(self.path.name + ".broken")
             log.error("store-and-forward file %s is unreadable (%s); moved to %s", self.path, exc, broken)
             self.path.replace(broken)
+            self.on_disk = False
             return {}, {}
         count = sum(len(t) for t in twins.values())
         log.info("store-and-forward: %d twin(s), %d state(s) from the last run to deliver", count, len(states))
         return twins, states
 
     def clear(self) -> None:
-        if self.path.exists():
-            self.path.unlink()
+        if self.on_disk:
+            self.path.unlink(missing_ok=True)
+            self.on_disk = False
             log.info("store-and-forward: everything delivered; %s removed", self.path)
