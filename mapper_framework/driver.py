@@ -20,7 +20,7 @@ import functools
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 P = TypeVar("P")
@@ -68,8 +68,20 @@ class Driver(ABC, Generic[P, V]):
         """The device state: ok, online, offline, unhealthy or unknown."""
         return STATE_OK
 
+    def frames(self, visitor: V) -> AsyncIterator[bytes]:
+        """Live JPEG frames of a stream property, for local consumers (the REST API's MJPEG stream).
+
+        Each iteration yields the newest frame; a slow consumer skips frames rather than slowing the source or
+        other consumers. Drivers of devices without video keep this default.
+        """
+        raise StreamNotSupported("this device offers no frame stream")
+
     async def close(self) -> None:
         """Release the connection."""
+
+
+class StreamNotSupported(Exception):
+    """The property (or the whole driver) has no frame stream."""
 
 
 class BlockingDriver(ABC, Generic[P, V]):

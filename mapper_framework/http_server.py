@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -25,9 +25,13 @@ IDLE_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class Response:
+    """An answer. With ``stream``, ``body`` is ignored and the chunks are sent as they come, until the
+    iterator ends or the client goes away (the connection is then closed: there is no length to frame it)."""
+
     status: int
     body: bytes
     content_type: str = "application/json"
+    stream: AsyncIterator[bytes] | None = None
 
     @classmethod
     def json(cls, data: Any, status: int = 200) -> Response:
@@ -141,8 +145,33 @@ class HttpServer:
             except Exception:
                 log.exception("REST %s failed", target)
                 response = Response.json({"error": "internal error; see the mapper log"}, 500)
+        if response.stream is not None:
+            await self._stream(writer, response, head_only=method == "HEAD")
+            return False
         await self._send(writer, response, keep, head_only=method == "HEAD")
         return keep
+
+    async def _stream(self, writer: asyncio.StreamWriter, r: Response, head_only: bool) -> None:
+        assert r.stream is not None
+        head = (
+            f"HTTP/1.1 {r.status} {HTTPStatus(r.status).phrase}\r\nContent-Type: {r.content_type}\r\n"
+            "Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
+        )
+        writer.write(head.encode("latin-1"))
+        try:
+            await writer.drain()
+            if head_only:
+                return
+            async for chunk in r.stream:
+                writer.write(chunk)
+                # drain() waits while a slow client's buffer is full: that client falls behind (its source
+                # skips frames for it), nobody else does.
+                await writer.drain()
+        finally:
+            close = getattr(r.stream, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
 
     async def _send(
         self, writer: asyncio.StreamWriter, r: Response, keep: bool, head_only: bool = False, extra: str = ""

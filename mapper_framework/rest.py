@@ -4,6 +4,8 @@ Routes: ``GET /api/v1/ping``; ``GET /api/v1/device/{namespace}/{name}/{property}
 ``GET /api/v1/devicemethod/{namespace}/{name}``;
 ``GET /api/v1/devicemethod/{namespace}/{name}/{method}/{property}/{value}`` (a write);
 ``GET /api/v1/meta/model/{namespace}/{name}``; ``GET /api/v1/database/{namespace}/{name}``;
+``GET /api/v1/stream/{namespace}/{name}/{property}`` (live MJPEG, multipart/x-mixed-replace) and
+``GET /api/v1/frame/{namespace}/{name}/{property}`` (the newest frame, image/jpeg) for stream properties;
 ``GET /metrics`` (Prometheus text). Errors are JSON ``{"error": ...}`` with 400, 403, 404 or 502.
 """
 
@@ -12,18 +14,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 from google.protobuf import json_format
 
 from mapper_framework.agent_client import AgentClient
 from mapper_framework.config import MapperConfig
+from mapper_framework.driver import StreamNotSupported
 from mapper_framework.http_server import HttpServer, Response, Router
 from mapper_framework.registry import DeviceRegistry
 from mapper_framework.runtime import DeviceRuntime
 from mapper_framework.values import PropertyValueError
 
 log = logging.getLogger(__name__)
+
+
+MJPEG_BOUNDARY = b"kubeedge-mapper-frame"
+FIRST_FRAME_TIMEOUT_S = 10.0
 
 
 def _error(status: int, message: str) -> Response:
@@ -42,6 +50,8 @@ class RestApi:
         router.get("/api/v1/devicemethod/{namespace}/{name}/{method}/{property}/{value}", self.call_method)
         router.get("/api/v1/meta/model/{namespace}/{name}", self.model)
         router.get("/api/v1/database/{namespace}/{name}", self.database)
+        router.get("/api/v1/stream/{namespace}/{name}/{property}", self.stream)
+        router.get("/api/v1/frame/{namespace}/{name}/{property}", self.frame)
         router.get("/metrics", self.metrics)
         self._server = HttpServer(router, config.rest.bind, config.http_port)
 
@@ -96,6 +106,53 @@ class RestApi:
                 "error": twin.error,
             }
         )
+
+    def _frames(self, params: dict[str, str]) -> AsyncIterator[bytes] | Response:
+        runtime = self._runtime(params)
+        if isinstance(runtime, Response):
+            return runtime
+        try:
+            return runtime.frames(params["property"])
+        except KeyError as exc:
+            return _error(404, str(exc.args[0]))
+        except StreamNotSupported as exc:
+            return _error(404, f"device {runtime.spec} property {params['property']}: {exc}")
+
+    async def stream(self, params: dict[str, str]) -> Response:
+        """Live frames as multipart/x-mixed-replace JPEG (MJPEG), what browsers, OpenCV and ffmpeg read."""
+        frames = self._frames(params)
+        if isinstance(frames, Response):
+            return frames
+
+        async def parts() -> AsyncIterator[bytes]:
+            try:
+                async for jpeg in frames:
+                    yield (
+                        b"--" + MJPEG_BOUNDARY + b"\r\nContent-Type: image/jpeg\r\n"
+                        b"Content-Length: " + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n"
+                    )
+            finally:
+                close = getattr(frames, "aclose", None)
+                if close is not None:
+                    await close()
+
+        return Response(200, b"", f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY.decode()}", parts())
+
+    async def frame(self, params: dict[str, str]) -> Response:
+        frames = self._frames(params)
+        if isinstance(frames, Response):
+            return frames
+        try:
+            jpeg = await asyncio.wait_for(anext(frames), FIRST_FRAME_TIMEOUT_S)
+        except (StopAsyncIteration, TimeoutError):
+            return _error(502, f"no frame within {FIRST_FRAME_TIMEOUT_S:.0f} s from the stream")
+        except StreamNotSupported as exc:
+            return _error(502, str(exc))
+        finally:
+            close = getattr(frames, "aclose", None)
+            if close is not None:
+                await close()
+        return Response(200, jpeg, "image/jpeg")
 
     async def device_methods(self, params: dict[str, str]) -> Response:
         runtime = self._runtime(params)
@@ -174,15 +231,23 @@ class RestApi:
         per_prop: list[tuple[dict[str, str], int]] = []
         per_prop_err: list[tuple[dict[str, str], int]] = []
         up: list[tuple[dict[str, str], int]] = []
+        missed: list[tuple[dict[str, str], int]] = []
         for (ns, dev), runtime in sorted(self.registry.runtimes.items()):
             for pname, twin in runtime.twins.items():
                 labels = {"namespace": ns, "device": dev, "property": pname}
                 per_prop.append((labels, twin.reads))
                 per_prop_err.append((labels, twin.errors))
             up.append(({"namespace": ns, "device": dev, "state": runtime.state}, 1))
+            missed.append(({"namespace": ns, "device": dev}, runtime.missed_reads))
         stats = self.client.stats
         metric("mapper_property_reads_total", "counter", "Successful reads of a property.", per_prop)
         metric("mapper_property_read_errors_total", "counter", "Failed reads of a property.", per_prop_err)
+        metric(
+            "mapper_property_reads_missed_total",
+            "counter",
+            "Property reads skipped because their round could not start within one cycle of being due.",
+            missed,
+        )
         metric("mapper_device_state", "gauge", "1 for the state each device is in.", up)
         metric("mapper_reports_total", "counter", "ReportDeviceStatus calls accepted.", [({}, stats.reports_sent)])
         metric("mapper_twins_reported_total", "counter", "Twins delivered to the agent.", [({}, stats.twins_sent)])

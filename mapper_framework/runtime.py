@@ -16,14 +16,14 @@ import contextlib
 import logging
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from dmi.v1beta1 import api_pb2 as pb
 from mapper_framework.config import StateSettings
 from mapper_framework.device import DeviceSpec, PropertySpec
-from mapper_framework.driver import ConfigError, Driver, parse_config
+from mapper_framework.driver import ConfigError, Driver, StreamNotSupported, parse_config
 from mapper_framework.push import Record
 from mapper_framework.twin_report import TwinReport, add_twins
 from mapper_framework.values import PropertyValueError, format_value, parse_value, reportable
@@ -86,6 +86,8 @@ class DeviceRuntime:
         self._push = push
         self._desired_pending = False
         self._stopping = False
+        # Property reads whose round could not start within one cycle of being due (skipped, never made).
+        self.missed_reads = 0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -125,9 +127,13 @@ class DeviceRuntime:
                 self.driver.protocol_config, self.spec.protocol_data, f"device {self.spec} protocol"
             )
             for prop in self.spec.properties:
-                self._visitors[prop.name] = parse_config(
+                visitor = parse_config(
                     self.driver.visitor_config, prop.visitor_data, f"device {self.spec} property {prop.name} visitors"
                 )
+                if hasattr(visitor, "property_name"):
+                    # Drivers that act by property name (ONVIF's getURI, saveFrame...) declare this field.
+                    object.__setattr__(visitor, "property_name", prop.name)
+                self._visitors[prop.name] = visitor
         except ConfigError as exc:
             self.error = str(exc)
             log.error("%s; the device is not started. Hint: fix the Device CR's configData", exc)
@@ -167,7 +173,7 @@ class DeviceRuntime:
                 delay = min(delay * 2, 30.0)
 
     # ------------------------------------------------------------------ loops
-    async def _every(self, cycle_ms: int) -> Any:
+    async def _every(self, cycle_ms: int, reads_per_round: int = 0) -> Any:
         """Yield at once, then on a fixed schedule; a late round is not made up (no bursts after a stall).
 
         After the first round each device keeps its own phase within the cycle (a stable hash of its name),
@@ -177,11 +183,19 @@ class DeviceRuntime:
         period = cycle_ms / 1000
         phase = (zlib.crc32(str(self.spec).encode()) % 1000) / 1000 * period
         deadline = loop.time() + phase - period  # the second round falls on this device's phase
+        overrun = 0.0
         yield
         while not self._stopping:
             deadline += period
             delay = deadline - loop.time()
             if delay < 0:
+                # Time overrun adds up: each whole cycle of it is a round that never happens. Count its reads
+                # as missed (an operator's sign of an overloaded mapper or a slow device), then take the
+                # schedule up from now.
+                overrun += -delay
+                whole = int(overrun // period)
+                overrun -= whole * period
+                self.missed_reads += whole * reads_per_round
                 deadline = loop.time()
                 delay = 0
             await asyncio.sleep(delay)
@@ -191,7 +205,7 @@ class DeviceRuntime:
 
     async def _collect(self, cycle_ms: int, props: list[PropertySpec], report: list[PropertySpec]) -> None:
         sent: dict[str, tuple[int, str]] = {}
-        async for _ in self._every(cycle_ms):
+        async for _ in self._every(cycle_ms, len(props)):
             await self._collect_round(props)
             if report:
                 twins = self.twin_values(report, sent)
@@ -336,6 +350,15 @@ class DeviceRuntime:
                 )
                 continue
             self.twins[prop.name].observed_desired = prop.desired
+
+    def frames(self, name: str) -> AsyncIterator[bytes]:
+        """The driver's live frame stream of property ``name`` (raises StreamNotSupported, KeyError)."""
+        if self.spec.property(name) is None:
+            raise KeyError(f"device {self.spec} has no property {name!r}")
+        visitor = self._visitors.get(name)
+        if visitor is None:
+            raise StreamNotSupported(f"device {self.spec} is not started ({self.error or 'connecting'})")
+        return self.driver.frames(visitor)
 
     async def write(self, name: str, text: str) -> None:
         """Write ``text`` (parsed to the property's type, checked against min/max) to the device."""

@@ -188,3 +188,42 @@ async def test_threaded_driver_keeps_the_loop_free_and_calls_in_order() -> None:
     assert ticks >= 5  # the loop kept running while the reads blocked their thread
     assert await driver.state() == "ok"
     await driver.close()
+
+
+# --------------------------------------------------------------------------- overload accounting
+
+
+async def test_rounds_that_overrun_their_cycle_count_missed_reads() -> None:
+    """A round that takes 3.5 cycles skips two rounds: each property's skipped reads are counted, not hidden."""
+    from mapper_framework.runtime import DeviceRuntime
+    from tests.sdk_driver import FakeDevice, FakeDriver
+
+    class Sluggish(FakeDriver):
+        async def read_many(self, visitors: list[Any]) -> list[Any]:
+            await asyncio.sleep(0.35)  # 3.5 cycles of 100 ms
+            return [self.device.registers.get(v.offset, 0) for v in visitors]
+
+    props = [
+        {
+            "name": name,
+            "collectCycle": 100,
+            "reportCycle": 100,
+            "visitors": {"protocolName": "testproto", "configData": {"offset": i}},
+        }
+        for i, name in enumerate(["a", "b"])
+    ]
+    model = parse_model(crs.model("thermo", properties=[{"name": "a", "type": "INT"}, {"name": "b", "type": "INT"}]))
+    device = parse_device(crs.device("slow", "thermo", properties=props))
+    spec = device_spec(device_to_proto(device, model), model_to_proto(model))
+    runtime = DeviceRuntime(spec, Sluggish(FakeDevice()), lambda key, twins: None, lambda key, state: None)
+    runtime.start()
+    try:
+        while sum(t.reads for t in runtime.twins.values()) < 2 * 4:
+            await asyncio.sleep(0.05)
+        rounds = runtime.twins["a"].reads
+        # A round lasts 3.5 cycles: 2.5 rounds lost per round made, two properties each (the first round,
+        # started at once before the device's phase, may lose one round more or less).
+        assert 5 * (rounds - 1) - 2 <= runtime.missed_reads <= 5 * (rounds + 1)
+        assert runtime.missed_reads > 0
+    finally:
+        await runtime.stop()
