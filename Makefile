@@ -14,11 +14,11 @@ $(VENV)/.base:
 	@touch $@
 
 $(VENV)/.run: $(VENV)/.base pyproject.toml
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e '.[onvif]'
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.base pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,onvif]'
 	@touch $@ $(VENV)/.run
 
 venv: $(VENV)/.run
