@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -161,6 +162,8 @@ class FrameHub:
         cmd = [self.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin"]
         if self.uri.startswith("rtsp://"):
             cmd += ["-rtsp_transport", "tcp"]
+        elif "://" not in self.uri:
+            cmd += ["-re"]  # a recorded file plays at its own rate, as a camera would
         cmd += ["-fflags", "nobuffer", "-i", self.uri, "-an"]
         if self.fps:
             cmd += ["-vf", f"fps={self.fps:g}"]
@@ -202,7 +205,7 @@ class FrameHub:
                 err = (await asyncio.wait_for(stderr_task, 2)).decode(errors="replace").strip()
                 if err and not self.stats.error:
                     # ffmpeg's last line names the cause: "Connection refused", "401 Unauthorized"...
-                    self.stats.error = f"stream {_safe(self.uri)} failed: {err.splitlines()[-1]}"
+                    self.stats.error = f"stream {_safe(self.uri)} failed: {_scrub(err.splitlines()[-1])}"
             if not stderr_task.done():
                 stderr_task.cancel()
             if not self.stats.error:
@@ -244,6 +247,14 @@ async def _read_part(stream: asyncio.StreamReader) -> bytes | None:
             if not 0 < length <= MAX_FRAME:
                 raise ValueError(f"frame of {length} bytes")
     return await stream.readexactly(length)
+
+
+_CREDENTIALS = re.compile(r"//[^/@\s]+@")
+
+
+def _scrub(text: str) -> str:
+    """ffmpeg names the input in its errors, credentials included: mask any ``//user:password@``."""
+    return _CREDENTIALS.sub("//***@", text)
 
 
 def _safe(uri: str) -> str:
