@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -156,6 +157,9 @@ def up(
     console = Console(stderr=True)
     plan = stack_plan(devices, runtime_dir, http_port, log_level.value) if mappers else []
 
+    for name, value in DEMO_SECRETS.items():
+        os.environ.setdefault(name, value)  # the simulated camera and its mapper both read it
+
     async def main() -> None:
         agent_ = Agent(config)
         children = Children(runtime_dir / "logs")
@@ -183,7 +187,9 @@ def up(
 
 
 # Protocols whose shipped mapper has a simulator ``mapper simulate PROTOCOL`` can start for the demo.
-SIMULATED = ("modbus",)
+SIMULATED = ("modbus", "onvif")
+# The demo camera's password: its sample CR reads it from this variable (in a cluster, a mounted Secret file).
+DEMO_SECRETS = {"ONVIF_PASSWORD": "demo-password"}
 
 
 def stack_plan(devices: Path, runtime_dir: Path, http_port: int, log_level: str) -> list[tuple[str, list[str]]]:
