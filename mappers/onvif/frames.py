@@ -83,6 +83,7 @@ class FrameHub:
             while True:
                 async with self._changed:
                     deadline = self.open_timeout_s if self._seq == seen else 0
+
                     def ready(seen: int = seen) -> bool:
                         return self._seq != seen or self._dead()
 
