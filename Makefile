@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-# Debian packages the test suite needs (real peers: brokers, serial lines, ...).
-TEST_APT_PACKAGES := mosquitto openssl socat
+# Debian packages the demo needs: ffmpeg (camera frames) and GStreamer's RTSP server (the simulated camera's stream).
+DEMO_APT_PACKAGES := ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
+# Debian packages the test suite needs (real peers: brokers, serial lines, cameras...).
+TEST_APT_PACKAGES := mosquitto openssl socat $(DEMO_APT_PACKAGES)
 
 .PHONY: demo test lint typecheck unit proto clean venv
 
@@ -25,6 +27,7 @@ venv: $(VENV)/.run
 
 ## demo: the embedded stack (agent on crds/samples), live device table, Ctrl-C to stop.
 demo: $(VENV)/.run
+	@bash tools/ensure-apt.sh $(DEMO_APT_PACKAGES)
 	$(VENV)/bin/mapper up --devices crds/samples
 
 ## test: install what the tests need (Debian packages included), lint, type-check, run the suite.

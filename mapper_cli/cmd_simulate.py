@@ -129,3 +129,96 @@ def modbus(
         asyncio.run(main())
     except SimulatorError as exc:
         fail(str(exc))
+
+
+@simulate_app.command("onvif")
+def onvif(
+    files: Annotated[
+        list[Path], typer.Option("--file", "-f", help="Device (and DeviceModel) CR file or folder; repeatable.")
+    ],
+    rtsp_port: Annotated[
+        int, typer.Option("--rtsp-port", help="Port of the RTSP server playing the test pattern (0: any free one).")
+    ] = 8554,
+    size: Annotated[str, typer.Option("--size", help="Stream size WIDTHxHEIGHT.")] = "640x480",
+    fps: Annotated[int, typer.Option("--fps", help="Stream frame rate.")] = 25,
+    ptz: Annotated[bool, typer.Option("--ptz/--no-ptz", help="Offer the PTZ service.")] = True,
+    password_file: Annotated[
+        Path | None,
+        typer.Option("--password-file", help="The cameras' password, instead of what each CR's password names."),
+    ] = None,
+    log_level: Annotated[LogLevel, typer.Option("--log-level", help="Log level.")] = LogLevel.info,
+) -> None:
+    """Simulate the ONVIF cameras of the CRs: one camera per device at its configData url, streams from a real
+    RTSP server (GStreamer) playing a moving test pattern."""
+    from mapper_framework.driver import ConfigError, parse_config
+    from mappers.onvif.config import OnvifProtocolConfig
+    from mappers.onvif.rtsp_server import RtspServerError, start_rtsp_server
+    from mappers.onvif.simulator import CameraSpec, SimulatedCamera, serve_camera
+
+    setup_logging(log_level)
+    specs, _motions, problems = load_specs(files, "onvif")
+    for line in problems:
+        typer.echo(f"skipped: {line}", err=True)
+    if not specs:
+        fail(f"no ONVIF device to simulate in {', '.join(map(str, files))}. Hint: Device CRs with protocolName onvif")
+    width, sep, height = size.partition("x")
+    if not (sep and width.isdigit() and height.isdigit()):
+        fail(f"--size {size!r}: expected WIDTHxHEIGHT, e.g. 640x480")
+    cameras: list[CameraSpec] = []
+    for spec in specs:
+        where = f"device {spec}"
+        try:
+            config = parse_config(OnvifProtocolConfig, spec.protocol_data, f"{where} protocol")
+            secret = password_file.read_text().rstrip("\r\n") if password_file else config.secret()
+        except (ConfigError, OSError) as exc:
+            fail(f"{where}: {exc}. Hint: --password-file FILE gives every simulated camera one password")
+            raise AssertionError from exc
+        cameras.append(
+            CameraSpec(
+                host=config.host,
+                port=config.port,
+                username=config.userName,
+                password=secret,
+                ptz=ptz,
+                width=int(width),
+                height=int(height),
+                serial=f"SIM-{spec.name}"[:32],
+            )
+        )
+    try:
+        rtsp = start_rtsp_server(rtsp_port or _free_port(), int(width), int(height), fps, ["/stream", "/sub"])
+    except RtspServerError as exc:
+        fail(str(exc))
+        raise AssertionError from exc
+    for camera in cameras:
+        camera.rtsp_url, camera.sub_rtsp_url = rtsp.url_of("/stream"), rtsp.url_of("/sub")
+        typer.echo(f"camera {camera.host}:{camera.port} user {camera.username} -> {camera.rtsp_url}", err=True)
+
+    async def main() -> None:
+        running: list[SimulatedCamera] = []
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            for camera in cameras:
+                running.append(await serve_camera(camera))
+            await stop.wait()
+        finally:
+            for sim in running:
+                await sim.close()
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        fail(f"cannot serve a camera: {exc}. Hint: another process may hold the port of a CR's url")
+    finally:
+        rtsp.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -51,6 +51,8 @@ class CameraSpec:
     rtsp_url: str = "rtsp://127.0.0.1:8554/stream"
     sub_rtsp_url: str = ""  # the second profile's stream; the first one's when empty
     ptz: bool = True
+    width: int = 640  # of both profiles' streams (the RTSP server plays one pattern)
+    height: int = 480
     manufacturer: str = "KubeEdge Mapper"
     model: str = "SimCam 640"
     firmware: str = "1.0.0"
@@ -254,11 +256,12 @@ class SimulatedCamera:
             "</tds:HardwareId></tds:GetDeviceInformationResponse>"
         )
 
-    PROFILES = (("profile_1", "MainStream", 640, 480), ("profile_2", "SubStream", 320, 240))
+    PROFILES = (("profile_1", "MainStream"), ("profile_2", "SubStream"))
 
     def _profiles(self, op: ET.Element) -> str:
         out = []
-        for token, name, width, height in self.PROFILES:
+        width, height = self.spec.width, self.spec.height
+        for token, name in self.PROFILES:
             ptz = (
                 '<tt:PTZConfiguration token="ptz_config"><tt:Name>PTZ</tt:Name><tt:UseCount>2</tt:UseCount>'
                 "<tt:NodeToken>ptz_node</tt:NodeToken></tt:PTZConfiguration>"
@@ -279,7 +282,7 @@ class SimulatedCamera:
 
     def _token(self, op: ET.Element, ns: str) -> str:
         token = op.findtext(f"{ns}:ProfileToken", "", NS)
-        if token not in {t for t, *_ in self.PROFILES}:
+        if token not in {t for t, _ in self.PROFILES}:
             raise SoapFault("ter:InvalidArgVal/ter:NoProfile", f"no profile {token!r}")
         return token
 
