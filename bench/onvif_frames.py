@@ -41,6 +41,7 @@ def camera_docs(port: int, secret: Path) -> list[dict[str, Any]]:
     device = docs[1]
     device["metadata"]["name"] = "cam"
     device["spec"]["protocol"]["configData"].update({"url": f"127.0.0.1:{port}", "password": str(secret)})
+    frames_dir = str(secret.parent / "frames")
     # The stream only: string twins every 10 s, no saveFrame captures competing for the CPU measured.
     device["spec"]["properties"] = [
         p for p in device["spec"]["properties"] if p["name"] in ("getURI", "deviceInfo", "saveFrame")
@@ -48,6 +49,8 @@ def camera_docs(port: int, secret: Path) -> list[dict[str, Any]]:
     device["spec"].pop("methods", None)
     for p in device["spec"]["properties"]:
         p["collectCycle"] = p["reportCycle"] = 10_000 if p["name"] != "saveFrame" else 3_600_000
+        if p["name"] == "saveFrame":
+            p["visitors"]["configData"]["outputDir"] = frames_dir
     return docs
 
 
