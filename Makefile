@@ -20,7 +20,7 @@ $(VENV)/.run: $(VENV)/.base pyproject.toml
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.base pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev,onvif]'
+	$(PY) -m pip install --quiet -e '.[dev,onvif,k8s]'
 	@touch $@ $(VENV)/.run
 
 venv: $(VENV)/.run

@@ -64,6 +64,11 @@ def _config(
     rate_limit: str | None,
     status_target: str,
     poll: float,
+    kubeconfig: Path | None = None,
+    in_cluster: bool = False,
+    node: str = "",
+    status_budget: str = "600:1000",
+    status_interval: float = 1.0,
 ) -> AgentConfig:
     if devices is not None and not devices.is_dir():
         fail(
@@ -76,6 +81,17 @@ def _config(
             rate = parse_rate(rate_limit)
         except ValueError as exc:
             fail(str(exc))
+    if (kubeconfig is not None or in_cluster) and not node:
+        node = os.environ.get("NODE_NAME", "")
+        if not node:
+            fail("--node NAME is needed with a cluster (or NODE_NAME in the environment, as the DaemonSet sets it)")
+    if kubeconfig is not None and not kubeconfig.is_file():
+        fail(f"--kubeconfig {kubeconfig}: no such file. Hint: the path of a kubeconfig, e.g. ~/.kube/config")
+    try:
+        qps, burst = parse_rate(status_budget)
+    except ValueError as exc:
+        fail(f"--status-budget: {exc}")
+        raise AssertionError from exc
     pk: Packing = "typed" if packing == "typed" else "edgecore"
     target: StatusTarget = "device" if status_target == "device" else "devicestatus"
     return AgentConfig(
@@ -86,6 +102,12 @@ def _config(
         rate_limit=rate,
         status_target=target,
         poll_interval=poll,
+        kubeconfig=kubeconfig,
+        in_cluster=in_cluster,
+        node=node,
+        status_qps=qps,
+        status_burst=burst,
+        status_interval_s=status_interval,
     )
 
 
@@ -128,11 +150,34 @@ def agent(
     poll_interval: Annotated[
         float, typer.Option("--poll-interval", help="Seconds between checks of the CR folder.")
     ] = 1.0,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option("--kubeconfig", help="Take Devices and DeviceModels from this cluster; write status back."),
+    ] = None,
+    in_cluster: Annotated[
+        bool, typer.Option("--in-cluster", help="The same with the pod's service account (the DaemonSet).")
+    ] = False,
+    node: Annotated[
+        str, typer.Option("--node", help="This node's name: only Devices with this spec.nodeName are served.")
+    ] = "",
+    status_budget: Annotated[
+        str, typer.Option("--status-budget", help="Status writes to the cluster, QPS:BURST for all devices.")
+    ] = "600:1000",
+    status_interval: Annotated[
+        float, typer.Option("--status-interval", help="At most one status write per device per this many seconds.")
+    ] = 1.0,
     log_level: LogOpt = LogLevel.info,
 ) -> None:
-    """Run the edge agent: the DMI DeviceManagerService that mappers register with (edgecore's role)."""
+    """Run the edge agent: the DMI DeviceManagerService that mappers register with (edgecore's role).
+
+    With --kubeconfig (or --in-cluster) it also plays cloudcore's part for devices: this node's Devices and their
+    models come from the cluster, and reported twins and state go to their DeviceStatus objects.
+    """
     setup_logging(log_level)
-    config = _config(socket, state_dir, devices, packing, rate_limit, status_target, poll_interval)
+    config = _config(
+        socket, state_dir, devices, packing, rate_limit, status_target, poll_interval,
+        kubeconfig, in_cluster, node, status_budget, status_interval,
+    )  # fmt: skip
     asyncio.run(_run_until_signalled(Agent(config)))
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import grpc
 
@@ -38,6 +39,18 @@ class AgentConfig:
     call_timeout: float = 5.0
     # Where reported twins show: a DeviceStatus object (KubeEdge >= 1.23) or the Device's .status (older).
     status_target: StatusTarget = "devicestatus"
+    # The cluster: Devices of ``node`` come from its API (kubeconfig file, or in-cluster when in_cluster).
+    kubeconfig: Path | None = None
+    in_cluster: bool = False
+    node: str = ""
+    status_interval_s: float = 1.0
+    status_qps: float = 600.0
+    status_burst: int = 1000
+    cluster_wait_s: float = 10.0  # at start, how long to wait for the first list before serving from the cache
+
+    @property
+    def cluster(self) -> bool:
+        return self.kubeconfig is not None or self.in_cluster
 
     @property
     def db_path(self) -> Path:
@@ -58,6 +71,9 @@ class Agent:
         self.service = DeviceManager(self.store, self.dispatcher, lambda: self.inventory, self.limiter, self._changed)
         self._server: grpc.aio.Server | None = None
         self._source: FolderSource | None = None
+        self.kube_source: Any = None
+        self.status_writer: Any = None
+        self._kube_client: Any = None
         self._listeners: list[Callable[[], None]] = []
         self._sync_tasks: set[asyncio.Task[None]] = set()
 
@@ -80,10 +96,40 @@ class Agent:
         if self.config.devices_dir is not None:
             self._source = FolderSource(self.config.devices_dir, self._apply, self.config.poll_interval)
             self._apply(await asyncio.to_thread(self._source.load))
+        if self.config.cluster:
+            await self._start_cluster()
         await self._serve()
         if self._source is not None:
             self._source.start()
         self.started.set()
+
+    async def _start_cluster(self) -> None:
+        from dmi.agent.kube import make_client
+        from dmi.agent.kube_source import KubeSource
+        from dmi.agent.kube_status import StatusWriter
+
+        self._kube_client = make_client(None if self.config.in_cluster else self.config.kubeconfig)
+        self.kube_source = KubeSource(self._kube_client, self.config.node, self._apply)
+        self.kube_source.start()
+        try:
+            await asyncio.wait_for(self.kube_source.synced.wait(), self.config.cluster_wait_s)
+        except TimeoutError:
+            # Edge autonomy: the cluster is away, the mappers get the devices this agent served last time.
+            log.warning(
+                "cluster API not reachable within %.0f s: serving the %d device(s) cached from last time",
+                self.config.cluster_wait_s,
+                len(self.inventory.devices),
+            )
+        self.status_writer = StatusWriter(
+            self._kube_client,
+            self.store,
+            lambda: self.inventory,
+            self.config.status_target,
+            self.config.status_interval_s,
+            self.config.status_qps,
+            self.config.status_burst,
+        )
+        self.status_writer.start()
 
     def _cached_inventory(self) -> Inventory:
         models, devices = [], []
@@ -159,6 +205,13 @@ class Agent:
     async def stop(self) -> None:
         if self._source is not None:
             await self._source.stop()
+        if self.kube_source is not None:
+            await self.kube_source.stop()
+        if self.status_writer is not None:
+            await self.status_writer.stop()
+        if self._kube_client is not None:
+            with contextlib.suppress(Exception):
+                await self._kube_client.close()
         if self._server is not None:
             await self._server.stop(grace=1.0)
             self._server = None

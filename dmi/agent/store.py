@@ -149,6 +149,8 @@ class AgentStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0
         self.jobs_committed = 0
+        # Called with a device's key once its twins or state are committed (the cluster status writer listens).
+        self.on_written: list[Callable[[ObjectKey], None]] = []
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -239,10 +241,16 @@ class AgentStore:
             for t in twins
         ]
         await self._submit(lambda conn: conn.executemany(_TWIN_UPSERT, rows))
+        self._written(key)
 
     async def write_state(self, key: ObjectKey, state: str, received_ms: int, last_online_time: str | None) -> None:
         row = (key.namespace, key.name, state, received_ms, last_online_time)
         await self._submit(lambda conn: conn.execute(_STATE_UPSERT, row))
+        self._written(key)
+
+    def _written(self, key: ObjectKey) -> None:
+        for callback in self.on_written:
+            callback(key)
 
     async def save_mapper(self, record: MapperRecord) -> None:
         row = (

@@ -1,0 +1,221 @@
+"""Reported twins and device state, written back to the cluster.
+
+Target ``devicestatus`` (KubeEdge >= 1.23): the DeviceStatus object of the same name and namespace, created with
+a controller ownerReference to its Device when missing, then updated by JSON merge patch of its ``status``.
+Target ``device`` (older clusters): a merge patch of the Device's own ``status``.
+
+Writes are driven by the store: a device whose twins or state were committed is marked dirty. A device is
+written at most once per ``interval``, always with what the store holds at that moment (so the latest values win
+and nothing older can overwrite something newer), and every write takes a token from one budget shared by all
+devices, so a thousand busy devices cannot flood the API server. While the API server is away the dirty set
+simply waits; after an agent restart every known device is written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dmi import API_VERSION
+from dmi.agent.inventory import Inventory
+from dmi.agent.kube import resources
+from dmi.agent.status import status_body
+from dmi.agent.store import AgentStore
+from dmi.resources import ObjectKey
+
+log = logging.getLogger(__name__)
+
+
+class StatusWriter:
+    """Start with ``start()``; ``stats`` counts writes, conflicts, failures."""
+
+    def __init__(
+        self,
+        client: Any,
+        store: AgentStore,
+        inventory: Callable[[], Inventory],
+        target: str = "devicestatus",
+        interval_s: float = 1.0,
+        qps: float = 600.0,
+        burst: int = 1000,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self._inventory = inventory
+        self.target = target
+        self.interval_s = interval_s
+        self.qps = qps
+        self.burst = burst
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+        self._dirty: dict[ObjectKey, float] = {}  # key -> when it became dirty (monotonic)
+        self._last_write: dict[ObjectKey, float] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._logged: set[tuple[ObjectKey, str]] = set()
+        self.writes = 0
+        self.creates = 0
+        self.conflicts = 0
+        self.failures = 0
+        self.reachable = True
+        self.written_at: dict[ObjectKey, float] = {}  # wall time of the last successful write (benchmarks)
+
+    def start(self) -> None:
+        self.store.on_written.append(self.mark)
+        for key in self._inventory().devices:
+            self.mark(key)  # after a restart, what the cluster holds may be older than the store
+        self._task = asyncio.create_task(self._run(), name="kube-status-writer")
+
+    async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.store.on_written.remove(self.mark)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def mark(self, key: ObjectKey) -> None:
+        self._dirty.setdefault(key, time.monotonic())
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._dirty)
+
+    # ------------------------------------------------------------------ loop
+    def _take_token(self) -> float:
+        """0 when a write may go now, else the seconds until one may."""
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.qps)
+        self._stamp = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self.qps
+
+    async def _run(self) -> None:
+        delay = 0.5
+        while True:
+            if not self._dirty:
+                self._wake.clear()
+                await self._wake.wait()
+            now = time.monotonic()
+            due = [
+                k for k, since in sorted(self._dirty.items(), key=lambda kv: kv[1])
+                if now - self._last_write.get(k, 0.0) >= self.interval_s
+            ]  # fmt: skip
+            if not due:
+                soonest = min(self._last_write.get(k, 0.0) + self.interval_s for k in self._dirty)
+                await asyncio.sleep(max(0.01, soonest - now))
+                continue
+            down = False
+            for key in due:
+                wait = self._take_token()
+                while wait > 0:
+                    await asyncio.sleep(wait)
+                    wait = self._take_token()
+                self._dirty.pop(key, None)
+                self._last_write[key] = time.monotonic()
+                ok = await self._write(key)
+                if ok is None:  # the API server is away: keep everything dirty and wait
+                    self._dirty.setdefault(key, time.monotonic())
+                    down = True
+                    break
+                if not ok:
+                    self._dirty.setdefault(key, time.monotonic())
+            if down:
+                if self.reachable:
+                    log.warning("cluster API unreachable: %d device status(es) kept, latest values", len(self._dirty))
+                self.reachable = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            if not self.reachable:
+                log.info("cluster API back: writing %d device status(es)", len(self._dirty))
+            self.reachable = True
+            delay = 0.5
+            await asyncio.sleep(0)  # let reports in between rounds
+
+    async def _write(self, key: ObjectKey) -> bool | None:
+        """True written; False refused (retried later); None the API server did not answer."""
+        from lightkube import ApiError
+
+        device = self._inventory().devices.get(key)
+        if device is None:
+            return True  # no longer ours: nothing to write
+        body = status_body(self.store.twins(key), self.store.state(key))
+        dev_res, _model_res, status_res = resources()
+        try:
+            if self.target == "device":
+                await self.client.patch(
+                    dev_res, key.name, {"status": body}, namespace=key.namespace, patch_type=_merge()
+                )
+            else:
+                try:
+                    await self.client.patch(
+                        status_res, key.name, {"status": body}, namespace=key.namespace, patch_type=_merge()
+                    )
+                except ApiError as exc:
+                    if exc.status.code != 404:
+                        raise
+                    await self._create(key, device.resource.document, body)
+        except ApiError as exc:
+            code = exc.status.code
+            if code == 409:
+                self.conflicts += 1
+                return False
+            self.failures += 1
+            reason = f"{code} {exc.status.reason}: {exc.status.message}"
+            if (key, reason) not in self._logged:
+                self._logged.add((key, reason))
+                log.error("cluster refused the status of device %s: %s", key, reason)
+            return False
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return None
+        self.writes += 1
+        self.written_at[key] = time.time()
+        return True
+
+    async def _create(self, key: ObjectKey, device_doc: Any, body: dict[str, Any]) -> None:
+        from lightkube import ApiError
+
+        _dev, _model, status_res = resources()
+        meta = device_doc.get("metadata") or {}
+        owner: dict[str, Any] = {
+            "apiVersion": API_VERSION,
+            "kind": "Device",
+            "name": key.name,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        if meta.get("uid"):
+            owner["uid"] = meta["uid"]
+        doc = {
+            "apiVersion": API_VERSION,
+            "kind": "DeviceStatus",
+            "metadata": {"name": key.name, "namespace": key.namespace, "ownerReferences": [owner]},
+            "spec": {},
+            "status": body,
+        }
+        try:
+            await self.client.create(status_res(doc) if callable(status_res) else doc, namespace=key.namespace)
+            self.creates += 1
+        except ApiError as exc:
+            if exc.status.code != 409:
+                raise
+            # Created meanwhile (another writer, a retry): patch it.
+            await self.client.patch(
+                status_res, key.name, {"status": body}, namespace=key.namespace, patch_type=_merge()
+            )
+
+
+def _merge() -> Any:
+    from lightkube.types import PatchType
+
+    return PatchType.MERGE
