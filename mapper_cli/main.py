@@ -20,6 +20,7 @@ COMMANDS = {
     "validate": "mapper_cli.cmd_validate",
     "simulate": "mapper_cli.cmd_simulate",
     "new": "mapper_cli.cmd_new",
+    "crds": "mapper_cli.cmd_crds",
 }
 
 
