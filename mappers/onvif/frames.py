@@ -187,7 +187,7 @@ class FrameHub:
         self.stats.restarts += 1
         proc = self._proc
         assert proc.stdout is not None and proc.stderr is not None
-        stderr_task = asyncio.create_task(proc.stderr.read(64 * 1024))
+        stderr_task = asyncio.create_task(_tail(proc.stderr, 64 * 1024))
         try:
             while True:
                 frame = await _read_part(proc.stdout)
@@ -229,6 +229,14 @@ class FrameHub:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+
+
+async def _tail(stream: asyncio.StreamReader, keep: int) -> bytes:
+    """Everything until EOF, keeping the last ``keep`` bytes (ffmpeg's reason comes last)."""
+    out = b""
+    while chunk := await stream.read(65536):
+        out = (out + chunk)[-keep:]
+    return out
 
 
 async def _read_part(stream: asyncio.StreamReader) -> bytes | None:
