@@ -161,7 +161,7 @@ class KubeSource:
     def snapshot(self) -> Contents:
         devices: list[DeviceResource] = []
         wanted: set[ObjectKey] = set()
-        for key, doc in sorted(self.devices.items()):
+        for key, doc in sorted(self.devices.items(), key=_by_key):
             try:
                 device = parse_device(doc)
             except Exception as exc:  # the API server checked the schema; our parser may still refuse
@@ -170,7 +170,7 @@ class KubeSource:
             devices.append(device)
             wanted.add(ObjectKey(key.namespace, device.model_ref))
         models: list[DeviceModelResource] = []
-        for key, doc in sorted(self.models.items()):
+        for key, doc in sorted(self.models.items(), key=_by_key):
             if key not in wanted:
                 continue  # models of other nodes' devices are not ours to hand out
             try:
@@ -184,3 +184,7 @@ class KubeSource:
         if mark not in self._bad:
             self._bad.add(mark)
             log.error("cluster %s %s cannot be used: %s", kind, key, exc)
+
+
+def _by_key(item: tuple[ObjectKey, dict[str, Any]]) -> tuple[str, str]:
+    return item[0].namespace, item[0].name
