@@ -180,18 +180,24 @@ async def test_api_outage_and_agent_restart_serve_from_cache_and_catch_up(
         await until(lambda: "dev-a" in fleet.devices, what="dev-a served")
         fleet.devices["dev-a"].registers[0] = 1
         await until(lambda: reported(status_of(api, "dev-a"), "temperature") == "1", what="first value")
-        await api.stop()  # the cluster goes away
+        await api.stop()  # the cluster goes away for a minute
+        down_at = asyncio.get_running_loop().time()
         fleet.devices["dev-a"].registers[0] = 2
         await asyncio.sleep(0.5)
         await agent.stop()  # and the agent restarts while it is away
         agent = await start_agent(api, sockdir, tmp_path)
         assert ("default", "dev-a") in {(k.namespace, k.name) for k in agent.inventory.devices}
-        fleet.devices["dev-a"].registers[0] = 3
         reads = fleet.devices["dev-a"].reads
         await until(lambda: fleet.devices["dev-a"].reads > reads + 5, what="collection during the outage")
+        for i, value in enumerate(range(3, 9)):  # values keep coming during the outage; the last one matters
+            fleet.devices["dev-a"].registers[0] = value
+            left = down_at + 60 - asyncio.get_running_loop().time()
+            await asyncio.sleep(max(0.0, left / (6 - i)))
+        assert asyncio.get_running_loop().time() - down_at >= 59
+        assert ("default", "dev-a") in mapper.registry.runtimes  # served from the cache all along
         writes_before = api.writes_to("devicestatuses", "default", "dev-a")
         await api.start()  # back, same port, same objects
-        await until(lambda: reported(status_of(api, "dev-a"), "temperature") == "3", timeout=20, what="latest")
+        await until(lambda: reported(status_of(api, "dev-a"), "temperature") == "8", timeout=20, what="latest")
         # Caught up with a handful of writes (one per interval at most), not one per report made meanwhile.
         assert api.writes_to("devicestatuses", "default", "dev-a") - writes_before <= 5
     finally:
@@ -226,3 +232,26 @@ async def test_broken_watches_and_410_lose_nothing_and_dispatch_nothing_twice(
     finally:
         await mapper.stop()
         await agent.stop()
+
+
+async def test_crds_install_applies_the_three_crds_and_can_run_again(api: KubeApiSimulator, tmp_path: Path) -> None:
+    import sys
+
+    kubeconfig = api.kubeconfig(tmp_path / "kubeconfig")
+    for _ in range(2):  # server-side apply: the second run updates in place
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mapper_cli.main", "crds", "install", "--kubeconfig", str(kubeconfig),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0, out.decode()
+        assert out.decode().count("serverside-applied") == 3
+    names = sorted(doc["metadata"]["name"] for doc in api.list("customresourcedefinitions"))
+    assert names == [
+        "devicemodels.devices.kubeedge.io",
+        "devices.devices.kubeedge.io",
+        "devicestatuses.devices.kubeedge.io",
+    ]
+    assert all(w.content_type.startswith("application/apply-patch") for w in api.writes)
+    device_crd = api.get("customresourcedefinitions", None, "devices.devices.kubeedge.io")
+    assert device_crd is not None and device_crd["spec"]["names"]["kind"] == "Device"
