@@ -148,8 +148,9 @@ def onvif(
     ] = None,
     log_level: Annotated[LogLevel, typer.Option("--log-level", help="Log level.")] = LogLevel.info,
 ) -> None:
-    """Simulate the ONVIF cameras of the CRs: one camera per device at its configData url, streams from a real
-    RTSP server (GStreamer) playing a moving test pattern."""
+    """Simulate the ONVIF cameras of the CRs: one camera per device at its configData url (host:port), user
+    userName, password from the file (or env:NAME) its password names; streams from one real RTSP server
+    (GStreamer) playing a moving test pattern. Ctrl-C or SIGTERM stops it."""
     from mapper_framework.driver import ConfigError, parse_config
     from mappers.onvif.config import OnvifProtocolConfig
     from mappers.onvif.rtsp_server import RtspServerError, start_rtsp_server
@@ -162,37 +163,53 @@ def onvif(
     if not specs:
         fail(f"no ONVIF device to simulate in {', '.join(map(str, files))}. Hint: Device CRs with protocolName onvif")
     width, sep, height = size.partition("x")
-    if not (sep and width.isdigit() and height.isdigit()):
+    if not (sep and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
         fail(f"--size {size!r}: expected WIDTHxHEIGHT, e.g. 640x480")
-    cameras: list[CameraSpec] = []
+    if fps <= 0:
+        fail(f"--fps {fps}: must be > 0")
+    shared_secret: str | None = None
+    if password_file is not None:
+        try:
+            shared_secret = password_file.read_text().rstrip("\r\n")
+        except OSError as exc:
+            fail(f"--password-file {password_file}: {exc.strerror or exc}. Hint: a file holding the password")
+    cameras: list[tuple[str, CameraSpec]] = []
+    taken: dict[tuple[str, int], str] = {}
     for spec in specs:
         where = f"device {spec}"
         try:
             config = parse_config(OnvifProtocolConfig, spec.protocol_data, f"{where} protocol")
-            secret = password_file.read_text().rstrip("\r\n") if password_file else config.secret()
-        except (ConfigError, OSError) as exc:
-            fail(f"{where}: {exc}. Hint: --password-file FILE gives every simulated camera one password")
+            secret = shared_secret if shared_secret is not None else config.secret()
+        except ConfigError as exc:
+            fail(f"{where}: {exc}, or give --password-file FILE (one password for every simulated camera)")
             raise AssertionError from exc
-        cameras.append(
-            CameraSpec(
-                host=config.host,
-                port=config.port,
-                username=config.userName,
-                password=secret,
-                ptz=ptz,
-                width=int(width),
-                height=int(height),
-                serial=f"SIM-{spec.name}"[:32],
-            )
+        if (config.host, config.port) in taken:
+            fail(f"{where}: url {config.address} is also the url of device {taken[config.host, config.port]}")
+        taken[config.host, config.port] = str(spec)
+        camera = CameraSpec(
+            host=config.host,
+            port=config.port,
+            username=config.userName,
+            password=secret,
+            ptz=ptz,
+            width=int(width),
+            height=int(height),
+            fps=fps,
+            serial=f"SIM-{spec.name}"[:32],
         )
+        cameras.append((str(spec), camera))
     try:
-        rtsp = start_rtsp_server(rtsp_port or _free_port(), int(width), int(height), fps, ["/stream", "/sub"])
+        rtsp = start_rtsp_server(rtsp_port, int(width), int(height), fps, ["/stream", "/sub"])
     except RtspServerError as exc:
         fail(str(exc))
         raise AssertionError from exc
-    for camera in cameras:
+    for name, camera in cameras:
         camera.rtsp_url, camera.sub_rtsp_url = rtsp.url_of("/stream"), rtsp.url_of("/sub")
-        typer.echo(f"camera {camera.host}:{camera.port} user {camera.username} -> {camera.rtsp_url}", err=True)
+        typer.echo(
+            f"camera {name}: http://{camera.host}:{camera.port}/onvif/device_service user {camera.username!r}"
+            f" (PTZ {'on' if camera.ptz else 'off'}) -> {camera.rtsp_url} ({size} H.264 {fps} fps)",
+            err=True,
+        )
 
     async def main() -> None:
         running: list[SimulatedCamera] = []
@@ -201,8 +218,9 @@ def onvif(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            for camera in cameras:
+            for _name, camera in cameras:
                 running.append(await serve_camera(camera))
+            typer.echo(f"serving {len(running)} camera(s); Ctrl-C to stop", err=True)
             await stop.wait()
         finally:
             for sim in running:
@@ -214,11 +232,3 @@ def onvif(
         fail(f"cannot serve a camera: {exc}. Hint: another process may hold the port of a CR's url")
     finally:
         rtsp.close()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
