@@ -43,7 +43,7 @@ class KubeSource:
         self._debounce_s = debounce_s
         self.devices: dict[ObjectKey, dict[str, Any]] = {}
         self.models: dict[ObjectKey, dict[str, Any]] = {}
-        self.synced = asyncio.Event()  # both resources listed once
+        self.synced = asyncio.Event()  # both resources listed once and the snapshot handed over
         self.connected = False
         self.relists = 0
         self.watch_restarts = 0
@@ -92,8 +92,7 @@ class KubeSource:
             into.update(fresh)
             self._changed()
         self._listed.add(kind)
-        if self._listed >= {"Device", "DeviceModel"}:
-            self.synced.set()
+        self._changed()  # the first snapshot also marks the source synced
         return version
 
     async def _follow(self, kind: str, res: Any, into: dict[ObjectKey, dict[str, Any]]) -> None:
@@ -157,6 +156,8 @@ class KubeSource:
     def _emit(self) -> None:
         self._pending = None
         self._on_update(self.snapshot())
+        if self._listed >= {"Device", "DeviceModel"}:
+            self.synced.set()  # both listed and handed over: the agent may serve
 
     def snapshot(self) -> Contents:
         devices: list[DeviceResource] = []

@@ -42,6 +42,7 @@ class StatusWriter:
         interval_s: float = 1.0,
         qps: float = 600.0,
         burst: int = 1000,
+        concurrency: int = 16,
     ) -> None:
         self.client = client
         self.store = store
@@ -63,6 +64,8 @@ class StatusWriter:
         self.failures = 0
         self.reachable = True
         self.written_at: dict[ObjectKey, float] = {}  # wall time of the last successful write (benchmarks)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._down = False
 
     def start(self) -> None:
         self.store.on_written.append(self.mark)
@@ -99,6 +102,7 @@ class StatusWriter:
 
     async def _run(self) -> None:
         delay = 0.5
+        in_flight: set[asyncio.Task[None]] = set()
         while True:
             if not self._dirty:
                 self._wake.clear()
@@ -112,25 +116,26 @@ class StatusWriter:
                 soonest = min(self._last_write.get(k, 0.0) + self.interval_s for k in self._dirty)
                 await asyncio.sleep(max(0.01, soonest - now))
                 continue
-            down = False
             for key in due:
+                if self._down:
+                    break
                 wait = self._take_token()
                 while wait > 0:
                     await asyncio.sleep(wait)
                     wait = self._take_token()
+                await self._slots.acquire()  # a few writes in flight: one round trip each would cap the rate
                 self._dirty.pop(key, None)
                 self._last_write[key] = time.monotonic()
-                ok = await self._write(key)
-                if ok is None:  # the API server is away: keep everything dirty and wait
-                    self._dirty.setdefault(key, time.monotonic())
-                    down = True
-                    break
-                if not ok:
-                    self._dirty.setdefault(key, time.monotonic())
-            if down:
+                task = asyncio.create_task(self._write_one(key))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            if self._down:
+                if in_flight:
+                    await asyncio.gather(*in_flight, return_exceptions=True)
                 if self.reachable:
                     log.warning("cluster API unreachable: %d device status(es) kept, latest values", len(self._dirty))
                 self.reachable = False
+                self._down = False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
@@ -139,6 +144,17 @@ class StatusWriter:
             self.reachable = True
             delay = 0.5
             await asyncio.sleep(0)  # let reports in between rounds
+
+    async def _write_one(self, key: ObjectKey) -> None:
+        try:
+            ok = await self._write(key)
+        finally:
+            self._slots.release()
+        if ok is None:  # the API server is away: keep it dirty, pause the round
+            self._dirty.setdefault(key, time.monotonic())
+            self._down = True
+        elif not ok:
+            self._dirty.setdefault(key, time.monotonic())
 
     async def _write(self, key: ObjectKey) -> bool | None:
         """True written; False refused (retried later); None the API server did not answer."""
