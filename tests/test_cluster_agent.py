@@ -75,6 +75,18 @@ async def start_mapper(agent: Agent, sockdir: Path) -> tuple[Mapper, FakeFleet]:
     return mapper, fleet
 
 
+async def one_device_served(
+    api: KubeApiSimulator, sockdir: Path, tmp_path: Path, target: str = "devicestatus"
+) -> tuple[Agent, Mapper, FakeFleet]:
+    """The thermo model and dev-a on this node, the agent and a mapper, dev-a being collected."""
+    api.create(crs.model("thermo"))
+    api.create(on_node(fast_device("dev-a"), "edge-1"))
+    agent = await start_agent(api, sockdir, tmp_path, target)
+    mapper, fleet = await start_mapper(agent, sockdir)
+    await until(lambda: "dev-a" in fleet.devices, what="dev-a served")
+    return agent, mapper, fleet
+
+
 def status_of(api: KubeApiSimulator, name: str) -> dict[str, Any] | None:
     doc = api.get(GVP_STATUS, "default", name)
     return None if doc is None else doc.get("status")
@@ -145,12 +157,8 @@ async def test_this_nodes_devices_reach_the_mapper_and_status_comes_back(
 async def test_status_target_device_writes_the_devices_own_status(
     api: KubeApiSimulator, sockdir: Path, tmp_path: Path
 ) -> None:
-    api.create(crs.model("thermo"))
-    api.create(on_node(fast_device("dev-a"), "edge-1"))
-    agent = await start_agent(api, sockdir, tmp_path, target="device")
-    mapper, fleet = await start_mapper(agent, sockdir)
+    agent, mapper, fleet = await one_device_served(api, sockdir, tmp_path, target="device")
     try:
-        await until(lambda: "dev-a" in fleet.devices, what="dev-a served")
         fleet.devices["dev-a"].registers[0] = 7
 
         def device_status() -> dict[str, Any]:
@@ -172,12 +180,8 @@ async def test_status_target_device_writes_the_devices_own_status(
 async def test_api_outage_and_agent_restart_serve_from_cache_and_catch_up(
     api: KubeApiSimulator, sockdir: Path, tmp_path: Path
 ) -> None:
-    api.create(crs.model("thermo"))
-    api.create(on_node(fast_device("dev-a"), "edge-1"))
-    agent = await start_agent(api, sockdir, tmp_path)
-    mapper, fleet = await start_mapper(agent, sockdir)
+    agent, mapper, fleet = await one_device_served(api, sockdir, tmp_path)
     try:
-        await until(lambda: "dev-a" in fleet.devices, what="dev-a served")
         fleet.devices["dev-a"].registers[0] = 1
         await until(lambda: reported(status_of(api, "dev-a"), "temperature") == "1", what="first value")
         await api.stop()  # the cluster goes away for a minute
@@ -208,12 +212,8 @@ async def test_api_outage_and_agent_restart_serve_from_cache_and_catch_up(
 async def test_broken_watches_and_410_lose_nothing_and_dispatch_nothing_twice(
     api: KubeApiSimulator, sockdir: Path, tmp_path: Path
 ) -> None:
-    api.create(crs.model("thermo"))
-    api.create(on_node(fast_device("dev-a"), "edge-1"))
-    agent = await start_agent(api, sockdir, tmp_path)
-    mapper, fleet = await start_mapper(agent, sockdir)
+    agent, mapper, fleet = await one_device_served(api, sockdir, tmp_path)
     try:
-        await until(lambda: "dev-a" in fleet.devices, what="dev-a served")
         await api.wait_watches(2)
         # A stream cut mid-body, and a device created while it was down: the resumed watch brings it.
         api.break_watches()

@@ -27,10 +27,6 @@ BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 
 
-class _Gone(Exception):
-    """The watch's resourceVersion is too old: list again."""
-
-
 class KubeSource:
     """Keeps ``devices`` (this node's) and ``models`` current; calls ``on_update`` with a snapshot on change."""
 

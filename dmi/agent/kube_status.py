@@ -20,14 +20,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dmi import API_VERSION
+from lightkube import ApiError
+from lightkube.types import PatchType
+
 from dmi.agent.inventory import Inventory
 from dmi.agent.kube import resources
-from dmi.agent.status import status_body
+from dmi.agent.ratelimit import TokenBucket
+from dmi.agent.status import device_status_doc, status_body
 from dmi.agent.store import AgentStore
 from dmi.resources import ObjectKey
 
 log = logging.getLogger(__name__)
+
+MERGE = PatchType.MERGE
 
 
 class StatusWriter:
@@ -49,10 +54,8 @@ class StatusWriter:
         self._inventory = inventory
         self.target = target
         self.interval_s = interval_s
-        self.qps = qps
-        self.burst = burst
-        self._tokens = float(burst)
-        self._stamp = time.monotonic()
+        self._budget = TokenBucket(qps, burst)
+        self._device_res, _model_res, self._status_res = resources()
         self._dirty: dict[ObjectKey, float] = {}  # key -> when it became dirty (monotonic)
         self._last_write: dict[ObjectKey, float] = {}
         self._wake = asyncio.Event()
@@ -63,7 +66,6 @@ class StatusWriter:
         self.conflicts = 0
         self.failures = 0
         self.reachable = True
-        self.written_at: dict[ObjectKey, float] = {}  # wall time of the last successful write (benchmarks)
         self._slots = asyncio.Semaphore(concurrency)
         self._down = False
 
@@ -85,21 +87,7 @@ class StatusWriter:
         self._dirty.setdefault(key, time.monotonic())
         self._wake.set()
 
-    @property
-    def pending(self) -> int:
-        return len(self._dirty)
-
     # ------------------------------------------------------------------ loop
-    def _take_token(self) -> float:
-        """0 when a write may go now, else the seconds until one may."""
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.qps)
-        self._stamp = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return 0.0
-        return (1 - self._tokens) / self.qps
-
     async def _run(self) -> None:
         delay = 0.5
         in_flight: set[asyncio.Task[None]] = set()
@@ -119,10 +107,10 @@ class StatusWriter:
             for key in due:
                 if self._down:
                     break
-                wait = self._take_token()
+                wait = self._budget.wait_time()
                 while wait > 0:
                     await asyncio.sleep(wait)
-                    wait = self._take_token()
+                    wait = self._budget.wait_time()
                 await self._slots.acquire()  # a few writes in flight: one round trip each would cap the rate
                 self._dirty.pop(key, None)
                 self._last_write[key] = time.monotonic()
@@ -158,27 +146,23 @@ class StatusWriter:
 
     async def _write(self, key: ObjectKey) -> bool | None:
         """True written; False refused (retried later); None the API server did not answer."""
-        from lightkube import ApiError
-
         device = self._inventory().devices.get(key)
         if device is None:
             return True  # no longer ours: nothing to write
-        body = status_body(self.store.twins(key), self.store.state(key))
-        dev_res, _model_res, status_res = resources()
+        twins, state = self.store.twins(key), self.store.state(key)
+        patch = {"status": status_body(twins, state)}
         try:
             if self.target == "device":
-                await self.client.patch(
-                    dev_res, key.name, {"status": body}, namespace=key.namespace, patch_type=_merge()
-                )
+                await self.client.patch(self._device_res, key.name, patch, namespace=key.namespace, patch_type=MERGE)
             else:
                 try:
                     await self.client.patch(
-                        status_res, key.name, {"status": body}, namespace=key.namespace, patch_type=_merge()
+                        self._status_res, key.name, patch, namespace=key.namespace, patch_type=MERGE
                     )
                 except ApiError as exc:
                     if exc.status.code != 404:
                         raise
-                    await self._create(key, device.resource.document, body)
+                    await self._create(key, device_status_doc(dict(device.resource.document), twins, state))
         except ApiError as exc:
             code = exc.status.code
             if code == 409:
@@ -195,43 +179,16 @@ class StatusWriter:
         except Exception:
             return None
         self.writes += 1
-        self.written_at[key] = time.time()
         return True
 
-    async def _create(self, key: ObjectKey, device_doc: Any, body: dict[str, Any]) -> None:
-        from lightkube import ApiError
-
-        _dev, _model, status_res = resources()
-        meta = device_doc.get("metadata") or {}
-        owner: dict[str, Any] = {
-            "apiVersion": API_VERSION,
-            "kind": "Device",
-            "name": key.name,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-        if meta.get("uid"):
-            owner["uid"] = meta["uid"]
-        doc = {
-            "apiVersion": API_VERSION,
-            "kind": "DeviceStatus",
-            "metadata": {"name": key.name, "namespace": key.namespace, "ownerReferences": [owner]},
-            "spec": {},
-            "status": body,
-        }
+    async def _create(self, key: ObjectKey, doc: dict[str, Any]) -> None:
         try:
-            await self.client.create(status_res(doc) if callable(status_res) else doc, namespace=key.namespace)
+            await self.client.create(self._status_res(doc), namespace=key.namespace)
             self.creates += 1
         except ApiError as exc:
             if exc.status.code != 409:
                 raise
             # Created meanwhile (another writer, a retry): patch it.
             await self.client.patch(
-                status_res, key.name, {"status": body}, namespace=key.namespace, patch_type=_merge()
+                self._status_res, key.name, {"status": doc["status"]}, namespace=key.namespace, patch_type=MERGE
             )
-
-
-def _merge() -> Any:
-    from lightkube.types import PatchType
-
-    return PatchType.MERGE

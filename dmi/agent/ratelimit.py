@@ -16,14 +16,20 @@ class TokenBucket:
         self.rejected = 0
 
     def try_take(self) -> bool:
+        if self.wait_time() == 0.0:
+            return True
+        self.rejected += 1
+        return False
+
+    def wait_time(self) -> float:
+        """Take a token and return 0 if one is there; otherwise the seconds until one will be (none taken)."""
         now = time.monotonic()
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
         if self._tokens >= 1:
             self._tokens -= 1
-            return True
-        self.rejected += 1
-        return False
+            return 0.0
+        return (1 - self._tokens) / self.rate
 
 
 def parse_rate(text: str) -> tuple[float, int]:
