@@ -206,7 +206,9 @@ class FrameHub:
                 err = (await asyncio.wait_for(stderr_task, 2)).decode(errors="replace").strip()
                 if err and not self.stats.error:
                     # ffmpeg's last line names the cause: "Connection refused", "401 Unauthorized"...
-                    self.stats.error = f"stream {_safe(self.uri)} failed: {_scrub(err.splitlines()[-1])}"
+                    lines = [x for x in err.splitlines() if x.strip() and "Last message repeated" not in x]
+                    reason = _scrub(lines[-1]) if lines else "ffmpeg exited"
+                    self.stats.error = f"stream {_safe(self.uri)} failed: {reason}"
             if not stderr_task.done():
                 stderr_task.cancel()
             if not self.stats.error:
