@@ -16,11 +16,11 @@ $(VENV)/.base:
 	@touch $@
 
 $(VENV)/.run: $(VENV)/.base pyproject.toml
-	$(PY) -m pip install --quiet -e '.[onvif]'
+	$(PY) -m pip install --quiet -e '.[onvif,ai]'
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.base pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev,onvif,k8s]'
+	$(PY) -m pip install --quiet -e '.[dev,onvif,k8s,ai]'
 	@touch $@ $(VENV)/.run
 
 venv: $(VENV)/.run
