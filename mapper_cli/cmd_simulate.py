@@ -38,7 +38,7 @@ def load_specs(paths: list[Path], protocol: str) -> tuple[list[DeviceSpec], dict
     problems = [str(issue) for issue in report.errors]
     bad = {(i.file, i.index) for i in report.errors}
     models: dict[ObjectKey, DeviceModelResource] = {}
-    devices: list[DeviceResource] = []
+    devices: list[tuple[DeviceResource, Path]] = []
     for loaded in report.documents:
         if (loaded.file, loaded.index) in bad:
             continue
@@ -46,10 +46,10 @@ def load_specs(paths: list[Path], protocol: str) -> tuple[list[DeviceSpec], dict
             model = parse_model(loaded.doc)
             models[model.key] = model
         elif is_kind(loaded.doc, "Device"):
-            devices.append(parse_device(loaded.doc))
+            devices.append((parse_device(loaded.doc), Path(loaded.file).parent))
     specs: list[DeviceSpec] = []
     motions: dict[str, str] = {}
-    for device in devices:
+    for device, folder in devices:
         if device.protocol.protocol_name != protocol:
             continue
         found = models.get(ObjectKey(device.key.namespace, device.model_ref))
@@ -65,7 +65,12 @@ def load_specs(paths: list[Path], protocol: str) -> tuple[list[DeviceSpec], dict
         for item in str(annotations.get(MOTION_ANNOTATION, "")).split(","):
             name, sep, motion = item.partition("=")
             if sep and name.strip():
-                motions[f"{spec.namespace}/{spec.name}/{name.strip()}"] = motion.strip()
+                motion = motion.strip()
+                kind, _, rest = motion.partition(":")
+                if kind == "replay" and rest and not Path(rest).is_absolute():
+                    # A recorded file sits next to the CR that names it.
+                    motion = f"replay:{folder / rest}"
+                motions[f"{spec.namespace}/{spec.name}/{name.strip()}"] = motion
     return specs, motions, problems
 
 

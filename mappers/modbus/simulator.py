@@ -7,7 +7,10 @@ further away answers "illegal data address", as a real device does). Values are 
 
 - ``static``: the desired value from the CR, else the low end of the range;
 - ``ramp``: low to high over the period, then again; ``sine``: around the middle of the range;
-- ``walk``: a random walk inside the range; ``toggle``: booleans flip every half period.
+- ``walk``: a random walk inside the range; ``toggle``: booleans flip every half period;
+- ``replay:FILE:COLUMN[:PERIOD]``: the column of a CSV file (header line first), one row every PERIOD seconds
+  (default 1) from the simulator's start, then again from the top. Every point replaying the same file is on the
+  same row at the same moment, so a device's properties read together come from one recorded sample.
 
 The range is the model property's minimum/maximum when given (engineering units: scale is applied when
 encoding). A write to a point (from a Modbus client or through the server's datastore) holds the written value:
@@ -17,6 +20,7 @@ the point stops moving, as a setpoint would.
 from __future__ import annotations
 
 import asyncio
+import csv
 import itertools
 import logging
 import math
@@ -38,7 +42,7 @@ from mappers.modbus.config import BIT_TABLES, ModbusProtocolConfig, ModbusVisito
 
 log = logging.getLogger(__name__)
 
-MOTIONS = ("static", "ramp", "sine", "walk", "toggle")
+MOTIONS = ("static", "ramp", "sine", "walk", "toggle", "replay")
 _FUNCTION_TABLE = {
     1: "coil",
     5: "coil",
@@ -66,13 +70,27 @@ class Motion:
     low: float = 0.0
     high: float = 100.0
     period: float = 60.0
+    replay: Replay | None = None
 
     @classmethod
     def parse(cls, text: str, base: Motion) -> Motion:
-        """``KIND[:LOW:HIGH[:PERIOD]]``, e.g. ``sine:18:26:120``; omitted parts keep ``base``'s."""
+        """``KIND[:LOW:HIGH[:PERIOD]]``, e.g. ``sine:18:26:120``; omitted parts keep ``base``'s.
+
+        ``replay:FILE:COLUMN[:PERIOD]`` replays a CSV column (see the module's docstring).
+        """
         parts = [p.strip() for p in text.split(":")]
         if parts[0] not in MOTIONS:
             raise SimulatorError(f"motion {text!r}: expected one of {', '.join(MOTIONS)}")
+        if parts[0] == "replay":
+            if len(parts) not in (3, 4) or not parts[1] or not parts[2]:
+                raise SimulatorError(f"motion {text!r}: expected replay:FILE:COLUMN[:PERIOD]")
+            try:
+                period = float(parts[3]) if len(parts) == 4 else 1.0
+            except ValueError:
+                raise SimulatorError(f"motion {text!r}: PERIOD must be a number of seconds") from None
+            if period <= 0:
+                raise SimulatorError(f"motion {text!r}: PERIOD must be above 0")
+            return cls("replay", base.low, base.high, period, Replay.load(parts[1], parts[2], text))
         try:
             numbers = [float(p) for p in parts[1:]]
         except ValueError:
@@ -83,6 +101,56 @@ class Motion:
         if high < low or period <= 0:
             raise SimulatorError(f"motion {text!r}: needs LOW <= HIGH and PERIOD > 0")
         return cls(parts[0], low, high, period)
+
+
+@dataclass
+class Replay:
+    """One column of a recorded CSV file, played from the moment its file is first read."""
+
+    column: list[float]
+    clock: _ReplayClock
+
+    @classmethod
+    def load(cls, path: str, column: str, motion: str) -> Replay:
+        table = _REPLAYS.get(path)
+        if table is None:
+            try:
+                with open(path, newline="", encoding="utf-8") as f:
+                    rows = [r for r in csv.reader(f) if r]
+            except OSError as exc:
+                raise SimulatorError(f"motion {motion!r}: cannot read {path}: {exc.strerror}") from None
+            if len(rows) < 2:
+                raise SimulatorError(f"motion {motion!r}: {path} needs a header line and at least one row")
+            header = [h.strip() for h in rows[0]]
+            columns: dict[str, list[float]] = {h: [] for h in header}
+            for line, row in enumerate(rows[1:], start=2):
+                for h, v in zip(header, row, strict=False):
+                    try:
+                        columns[h].append(float(v))
+                    except ValueError:
+                        where = f"{path} line {line}"
+                        raise SimulatorError(f"motion {motion!r}: {where}: {h}={v!r} is not a number") from None
+            table = _REPLAYS[path] = (columns, _ReplayClock())
+        columns, clock = table
+        if column not in columns:
+            raise SimulatorError(f"motion {motion!r}: {path} has no column {column!r} (it has {', '.join(columns)})")
+        return cls(columns[column], clock)
+
+    def value(self, now: float, period: float) -> float:
+        return self.column[int(self.clock.elapsed(now) / period) % len(self.column)]
+
+
+@dataclass
+class _ReplayClock:
+    start: float | None = None
+
+    def elapsed(self, now: float) -> float:
+        if self.start is None:
+            self.start = now
+        return max(0.0, now - self.start)
+
+
+_REPLAYS: dict[str, tuple[dict[str, list[float]], _ReplayClock]] = {}
 
 
 @dataclass
@@ -107,6 +175,9 @@ class SimPoint:
         kind, m = self.visitor.kind, self.motion
         if m.kind == "static" or kind in ("string", "bytes"):
             return self.initial
+        if m.replay is not None:
+            recorded = m.replay.value(now, m.period)
+            return recorded != 0 if kind in ("bit", "boolean") else _quantise(self.visitor, recorded)
         if kind in ("bit", "boolean"):
             if m.kind == "toggle" or m.kind in ("ramp", "sine"):
                 return int(now / (m.period / 2)) % 2 == 1
