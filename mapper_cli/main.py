@@ -21,6 +21,7 @@ COMMANDS = {
     "simulate": "mapper_cli.cmd_simulate",
     "new": "mapper_cli.cmd_new",
     "crds": "mapper_cli.cmd_crds",
+    "ai": "mapper_cli.cmd_ai",
 }
 
 
