@@ -35,12 +35,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._measure import CpuWindow, peak_rss_mb  # noqa: E402
-from edgeai import scenarios, samples  # noqa: E402
-from edgeai.config import WorkerEnv  # noqa: E402
-from edgeai.joint_inference import JointInference  # noqa: E402
-from edgeai.models import SklearnEstimator  # noqa: E402
-from edgeai.runner import free_port  # noqa: E402
+from bench._measure import CpuWindow, peak_rss_mb
+from edgeai import samples, scenarios
+from edgeai.config import WorkerEnv
+from edgeai.joint_inference import JointInference
+from edgeai.models import SklearnEstimator
+from edgeai.runner import free_port
 
 SEDNA_QUOTED_PER_S = 116.0
 
