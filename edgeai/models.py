@@ -104,10 +104,13 @@ class SklearnEstimator:
         return int(n) if n is not None else None
 
     def predict(self, data: Any, **kwargs: Any) -> list[Any]:
-        """Class probabilities: a list for one sample (1-D input), a list of lists for a batch."""
+        """Class probabilities: a list for one sample, a list of lists for a batch (2-D input).
+
+        One sample is a feature vector, or an image (H, W, channels), which is flattened.
+        """
         model = self._require()
         x = np.asarray(data, dtype=np.float64)
-        single = x.ndim == 1
+        single = x.ndim != 2
         if single:
             x = x.reshape(1, -1)
         n = self.n_features

@@ -14,12 +14,14 @@ seconds) and the Modbus mapper. The AI jobs read the machine through the mapper'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import signal
 import sys
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -80,15 +82,16 @@ def device_docs(port: int, replay: str) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def prepare(root: Path, drift_after: float, http_port: int) -> Path:
+def prepare(root: Path, drift_after: float, http_port: int, train_when: int = 100, jobs: str = "ji,il") -> Path:
     """Write the demo's devices, recording, models and job file under ``root``; return the job file."""
     for sub in ("devices", "jobs", "state", "ai"):
         shutil.rmtree(root / sub, ignore_errors=True)
-    devices, jobs = root / "devices", root / "jobs"
+    wanted = set(jobs.split(","))
+    devices, jobs_dir = root / "devices", root / "jobs"
     samples.machine_replay(devices / "machine-replay.csv", drift_after, 3600.0, SAMPLE_PERIOD_S)
     samples.write_docs(devices / "drifting-machine.yaml", device_docs(free_port(), "machine-replay.csv"))
-    models = samples.train_models(jobs / "models")
-    samples.write_dataset(jobs / "data" / "machine.csv", ("temperature", "vibration"))
+    models = samples.train_models(jobs_dir / "models")
+    samples.write_dataset(jobs_dir / "data" / "machine.csv", ("temperature", "vibration"))
     dev = f"default/{DEVICE}"
     stream = samples.StreamParams(
         url=f"http://127.0.0.1:{http_port}",
@@ -96,12 +99,49 @@ def prepare(root: Path, drift_after: float, http_port: int) -> Path:
         label=f"{dev}/fault",
         poll_seconds=0.05,
     )
-    docs = samples.joint_inference_docs(
-        "machine-monitor", stream, str(models["machine-initial"]), str(models["machine-cloud"])
-    ) + samples.incremental_learning_docs(
-        "machine-retrain", stream, str(models["machine-initial"]), "models/machine-deployed.pkl", "data/machine.csv"
-    )
-    return samples.write_docs(jobs / "machine.yaml", docs)
+    docs: list[dict[str, Any]] = []
+    if "ji" in wanted:
+        docs += samples.joint_inference_docs(
+            "machine-monitor", stream, str(models["machine-initial"]), str(models["machine-cloud"])
+        )
+    if "il" in wanted:
+        docs += samples.incremental_learning_docs(
+            "machine-retrain", stream, str(models["machine-initial"]), "models/machine-deployed.pkl",
+            "data/machine.csv", train_when=train_when,
+        )  # fmt: skip
+    return samples.write_docs(jobs_dir / "machine.yaml", docs)
+
+
+@contextlib.asynccontextmanager
+async def machine_stack(
+    root: Path,
+    drift_after: float,
+    http_port: int,
+    log_level: str = "warning",
+    train_when: int = 100,
+    jobs: str = "ji,il",
+) -> AsyncIterator[Path]:
+    """The drifting machine served by the agent, the Modbus simulator and mapper; yields the job file once the
+    mapper answers with fresh values."""
+    job_file = prepare(root, drift_after, http_port, train_when, jobs)
+    runtime = root / "state"
+    me = [sys.executable, "-m", "mapper_cli.main"]
+    agent = [*me, "agent", "--devices", str(root / "devices"), "--socket", str(runtime / "dmi.sock"),
+             "--state-dir", str(runtime), "--log-level", log_level]  # fmt: skip
+    plan = [("agent", agent), *stack_plan(root / "devices", runtime, http_port, log_level)]
+    children = Children(runtime / "logs")
+    try:
+        for name, argv in plan:
+            await children.start(name, argv)
+            await asyncio.sleep(0.5)
+        started = time.monotonic()
+        while not await asyncio.to_thread(_device_ready, http_port):
+            if time.monotonic() - started > 60:
+                raise RuntimeError(f"the demo's Modbus mapper did not answer on port {http_port}; see {runtime}/logs")
+            await asyncio.sleep(0.3)
+        yield job_file
+    finally:
+        await children.stop()
 
 
 def _device_ready(http_port: int) -> bool:
@@ -129,13 +169,7 @@ def _pct(text: str) -> str:
 
 def run_demo(root: Path, drift_after: float, duration: float, http_port: int, log_level: str) -> None:
     root = root.resolve()
-    job_file = prepare(root, drift_after, http_port)
-    runtime = root / "state"
-    me = [sys.executable, "-m", "mapper_cli.main"]
-    agent = [*me, "agent", "--devices", str(root / "devices"), "--socket", str(runtime / "dmi.sock"),
-             "--state-dir", str(runtime), "--log-level", log_level]  # fmt: skip
-    plan = [("agent", agent), *stack_plan(root / "devices", runtime, http_port, log_level)]
-    print(f"demo files in {root}; logs in {runtime / 'logs'} and {root / 'ai' / 'logs'}")
+    print(f"demo files in {root}; logs in {root / 'state' / 'logs'} and {root / 'ai' / 'logs'}")
     print(f"the machine drifts {drift_after:.0f} s after the simulator starts; Ctrl-C stops")
 
     async def main() -> None:
@@ -143,17 +177,7 @@ def run_demo(root: Path, drift_after: float, duration: float, http_port: int, lo
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        children = Children(runtime / "logs")
-        try:
-            for name, argv in plan:
-                await children.start(name, argv)
-                await asyncio.sleep(0.5)
-            started = time.monotonic()
-            while not _device_ready(http_port):
-                if stop.is_set() or time.monotonic() - started > 60:
-                    print(f"the demo's Modbus mapper did not answer on port {http_port}; see {runtime / 'logs'}")
-                    return
-                await asyncio.sleep(0.3)
+        async with machine_stack(root, drift_after, http_port, log_level) as job_file:
             t0 = time.monotonic()
             if duration > 0:
                 loop.call_later(duration, stop.set)
@@ -181,9 +205,10 @@ def run_demo(root: Path, drift_after: float, duration: float, http_port: int, lo
 
             options = RunOptions(state_dir=root / "ai", lc_port=0, report_period_s=1.0)
             await run_job(job_file, options, stop, tick, tick_s=2.0)
-        finally:
-            await children.stop()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     print("stopped. Status stays readable: mapper ai get il machine-retrain -o yaml --state-dir", root / "ai")
-
