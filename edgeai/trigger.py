@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -85,6 +85,8 @@ class TriggerState:
     last_check: float | None = None
     last_error: str | None = None
     last_value: float | None = None
+    #: every evaluation that read its metric: (value, fired); the last 100
+    history: list[tuple[float, bool]] = field(default_factory=list)
 
     @property
     def period_s(self) -> float:
@@ -110,4 +112,7 @@ class TriggerState:
             return False
         self.last_error = None
         self.last_value = value
-        return compare(value, cond.operator, cond.threshold)
+        fired = compare(value, cond.operator, cond.threshold)
+        self.history.append((value, fired))
+        del self.history[:-100]
+        return fired

@@ -33,9 +33,13 @@ DEVICE = "drifting-machine"
 SAMPLE_PERIOD_S = 0.1
 
 
-def device_docs(port: int, replay: str) -> list[dict[str, Any]]:
+def device_docs(port: int, replay: str, mqtt: str | None = None) -> list[dict[str, Any]]:
+    """The drifting machine's DeviceModel and Device; with ``mqtt`` (``host:port``) every property is also pushed
+    to ``kubeedge/drifting-machine/<property>`` on that broker."""
+
     def prop(name: str, offset: int, scale: float, data_type: str) -> dict[str, Any]:
-        return {
+        push = {"mqtt": {"address": f"tcp://{mqtt}", "topic": f"kubeedge/{DEVICE}/{name}", "qos": 0}} if mqtt else None
+        doc = {
             "name": name,
             "collectCycle": 50,
             "reportCycle": 1000,
@@ -46,6 +50,9 @@ def device_docs(port: int, replay: str) -> list[dict[str, Any]]:
                                "isSwap": False, "isRegisterSwap": False, "dataType": data_type},
             },
         }  # fmt: skip
+        if push:
+            doc["pushMethod"] = push
+        return doc
 
     motion = ",".join(
         f"{p}=replay:{replay}:{column}:{SAMPLE_PERIOD_S}"
@@ -82,22 +89,31 @@ def device_docs(port: int, replay: str) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def prepare(root: Path, drift_after: float, http_port: int, train_when: int = 100, jobs: str = "ji,il") -> Path:
+def prepare(
+    root: Path,
+    drift_after: float,
+    http_port: int,
+    train_when: int = 100,
+    jobs: str = "ji,il",
+    mqtt: str | None = None,
+    idle_seconds: float = 10.0,
+) -> Path:
     """Write the demo's devices, recording, models and job file under ``root``; return the job file."""
     for sub in ("devices", "jobs", "state", "ai"):
         shutil.rmtree(root / sub, ignore_errors=True)
     wanted = set(jobs.split(","))
     devices, jobs_dir = root / "devices", root / "jobs"
     samples.machine_replay(devices / "machine-replay.csv", drift_after, 3600.0, SAMPLE_PERIOD_S)
-    samples.write_docs(devices / "drifting-machine.yaml", device_docs(free_port(), "machine-replay.csv"))
+    samples.write_docs(devices / "drifting-machine.yaml", device_docs(free_port(), "machine-replay.csv", mqtt))
     models = samples.train_models(jobs_dir / "models")
     samples.write_dataset(jobs_dir / "data" / "machine.csv", ("temperature", "vibration"))
     dev = f"default/{DEVICE}"
     stream = samples.StreamParams(
-        url=f"http://127.0.0.1:{http_port}",
+        url=f"mqtt://{mqtt}/kubeedge/{DEVICE}/#" if mqtt else f"http://127.0.0.1:{http_port}",
         properties=f"{dev}/temperature,{dev}/vibration",
         label=f"{dev}/fault",
         poll_seconds=0.05,
+        idle_seconds=idle_seconds,
     )
     docs: list[dict[str, Any]] = []
     if "ji" in wanted:
@@ -120,10 +136,13 @@ async def machine_stack(
     log_level: str = "warning",
     train_when: int = 100,
     jobs: str = "ji,il",
-) -> AsyncIterator[Path]:
-    """The drifting machine served by the agent, the Modbus simulator and mapper; yields the job file once the
-    mapper answers with fresh values."""
-    job_file = prepare(root, drift_after, http_port, train_when, jobs)
+    mqtt: str | None = None,
+    idle_seconds: float = 10.0,
+) -> AsyncIterator[tuple[Path, Children]]:
+    """The drifting machine served by the agent, the Modbus simulator and mapper; yields the job file (and the
+    child processes) once the mapper answers with fresh values. With ``mqtt`` (``host:port``) the workers read
+    the mapper's MQTT push on that broker instead of its REST API."""
+    job_file = prepare(root, drift_after, http_port, train_when, jobs, mqtt, idle_seconds)
     runtime = root / "state"
     me = [sys.executable, "-m", "mapper_cli.main"]
     agent = [*me, "agent", "--devices", str(root / "devices"), "--socket", str(runtime / "dmi.sock"),
@@ -139,7 +158,7 @@ async def machine_stack(
             if time.monotonic() - started > 60:
                 raise RuntimeError(f"the demo's Modbus mapper did not answer on port {http_port}; see {runtime}/logs")
             await asyncio.sleep(0.3)
-        yield job_file
+        yield job_file, children
     finally:
         await children.stop()
 
@@ -177,7 +196,7 @@ def run_demo(root: Path, drift_after: float, duration: float, http_port: int, lo
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with machine_stack(root, drift_after, http_port, log_level) as job_file:
+        async with machine_stack(root, drift_after, http_port, log_level) as (job_file, _children):
             t0 = time.monotonic()
             if duration > 0:
                 loop.call_later(duration, stop.set)

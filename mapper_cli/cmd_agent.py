@@ -306,6 +306,10 @@ class Children:
             )
         self._procs.append((name, proc))
 
+    def find(self, name: str) -> asyncio.subprocess.Process | None:
+        """The child started as ``name``, if any."""
+        return next((proc for n, proc in self._procs if n == name), None)
+
     async def stop(self) -> None:
         for _name, proc in reversed(self._procs):
             if proc.returncode is None:

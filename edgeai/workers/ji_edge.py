@@ -8,6 +8,7 @@ right, and reports both as metrics (``edgeAccuracy``, ``accuracy``) with Sedna's
 from __future__ import annotations
 
 import json
+import time
 
 from edgeai.config import ConfigError, Context
 from edgeai.estimator import EstimatorError
@@ -32,6 +33,7 @@ def main() -> None:
         fatal(str(exc))
     edge_acc, final_acc = Accuracy(), Accuracy()
     tick = Every(5.0)
+    slowest_ms = 0.0
     try:
         with SampleStream(spec) as stream:
             it = iter(stream)
@@ -45,6 +47,7 @@ def main() -> None:
                 except StopIteration:
                     break
                 ji.extra_info.pop("streamError", None)
+                started = time.perf_counter()
                 try:
                     is_hard, final, edge, _cloud = ji.inference(sample.features)
                 except EstimatorError as exc:
@@ -52,6 +55,11 @@ def main() -> None:
                     if tick():
                         log.error("%s", exc)
                     continue
+                took_ms = (time.perf_counter() - started) * 1e3
+                if took_ms > slowest_ms:
+                    # The longest single inference: bounded by BIG_MODEL_TIMEOUT when the big model hangs.
+                    slowest_ms = took_ms
+                    ji.extra_info["inferenceMaxMs"] = round(slowest_ms, 1)
                 truth = label_text(sample.label)
                 if truth is not None:
                     edge_acc.add(label_text(estimator.label(edge)) == truth)
