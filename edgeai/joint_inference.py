@@ -54,7 +54,9 @@ class JointInference:
         self.estimator = Estimator(estimator)
         if self.env.model_url:
             self.estimator.load(self.env.model_url)
-        hem = hard_example_mining if hard_example_mining is not None else self.get_hem_algorithm_from_config()
+        hem = hard_example_mining
+        if hem is None and self.env.hem_name:
+            hem = {"method": self.env.hem_name, "param": dict(self.env.hem_parameters)}
         self.hard_example_mining_algorithm: HemFilter | None = from_config(hem)
         self.cloud = ModelClient(
             self.env.job_name, self.env.big_model_ip, self.env.big_model_port, self.env.big_model_timeout_s
@@ -70,13 +72,18 @@ class JointInference:
         self.lc_reporter = LCReporter(self.env, KIND_JOINT_INFERENCE, "inference", self.owner_info)
         self.lc_reporter.start()
 
-    def get_hem_algorithm_from_config(self, **param: Any) -> dict[str, Any] | None:
-        """``{"method", "param"}`` from ``HEM_NAME``/``HEM_PARAMETERS``; keyword arguments override the CR's."""
-        if not self.env.hem_name:
+    @classmethod
+    def get_hem_algorithm_from_config(cls, **param: Any) -> dict[str, Any] | None:
+        """``{"method", "param"}`` from ``HEM_NAME``/``HEM_PARAMETERS``; keyword arguments override the CR's.
+
+        A class method, as in Sedna, whose examples call it before building the worker.
+        """
+        env = WorkerEnv.from_env()
+        if not env.hem_name:
             return None
-        params = dict(self.env.hem_parameters)
+        params = dict(env.hem_parameters)
         params.update(param)
-        return {"method": self.env.hem_name, "param": params}
+        return {"method": env.hem_name, "param": params}
 
     def owner_info(self) -> dict[str, Any]:
         with self._lock:

@@ -242,3 +242,39 @@ async def test_missing_model_file_is_said_in_the_status_and_nothing_else_stops(t
         assert isinstance(rt, JointInferenceRuntime) and rt.workers["cloud"].running
     finally:
         await runner.stop()
+
+
+@pytest.mark.timeout(120)
+async def test_a_sedna_style_worker_script_runs_with_only_its_imports_changed(tmp_path: Path) -> None:
+    (tmp_path / "edge.txt").write_text("0.5")
+    (tmp_path / "cloud.txt").write_text("0.5")
+    here = Path(__file__).parent / "sedna_style"
+    stream = samples.StreamParams(url="mqtt://127.0.0.1:1/unused/#", properties="default/m/t")
+    docs = samples.joint_inference_docs(
+        "helmet", stream, "edge.txt", "cloud.txt", hem="CrossEntropy", hem_params={"threshold_cross_entropy": "0.1"}
+    )
+    edge = docs[-1]["spec"]["edgeWorker"]["template"]["spec"]["containers"][0]
+    edge["command"] = ["python", str(here / "edge.py")]
+    edge["env"] = [{"name": "samples", "value": "60"}]
+    docs[-1]["spec"]["cloudWorker"]["template"]["spec"]["containers"][0]["command"] = ["python", str(here / "cloud.py")]
+    job = samples.write_docs(tmp_path / "job.yaml", docs)
+    runner = await start_runner(job, tmp_path / "ai")
+
+    def st() -> dict[str, Any]:
+        return status_of(runner, "JointInferenceService", "helmet")
+
+    try:
+        # The final report of the script lands under the real service name, each inference counted once.
+        await until(lambda: metric(st(), "inferenceNumber") == 60, 60, "the script's 60 inferences")
+        hard, cloud = metric(st(), "hardExampleNumber"), metric(st(), "cloudInferenceNumber")
+        assert 0 < hard <= 60 and cloud == hard and metric(st(), "cloudFallbackNumber") == 0
+        assert metric(st(), "uploadCloudRatio") == round(hard / 60, 4)
+        rt = runner.runtimes[0]
+        assert isinstance(rt, JointInferenceRuntime)
+        log = rt.workers["edge"].log_path.read_text()
+        # The script's override (threshold 0.9) beat the CR's 0.1: 39 of these 60 inputs are hard at 0.9, 6 at 0.1.
+        lines = [line for line in log.splitlines() if line.startswith(("True ", "False "))]
+        assert len(lines) == 60
+        assert sum(1 for line in lines if line.startswith("True ['cloud',")) == hard and hard > 20
+    finally:
+        await runner.stop()
