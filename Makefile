@@ -7,7 +7,7 @@ DEMO_APT_PACKAGES := ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-p
 # Debian packages the test suite needs (real peers: brokers, serial lines, cameras...).
 TEST_APT_PACKAGES := mosquitto openssl socat $(DEMO_APT_PACKAGES)
 
-.PHONY: demo test lint typecheck unit proto clean venv
+.PHONY: demo ai-demo test lint typecheck unit proto clean venv
 
 $(VENV)/.base:
 	@bash tools/ensure-python.sh "$(PYTHON)"
@@ -29,6 +29,10 @@ venv: $(VENV)/.run
 demo: $(VENV)/.run
 	@bash tools/ensure-apt.sh $(DEMO_APT_PACKAGES)
 	$(VENV)/bin/mapper up --devices crds/samples
+
+## ai-demo: a drifting Modbus machine with Sedna-style joint inference and incremental learning, live (Ctrl-C stops).
+ai-demo: $(VENV)/.run
+	$(VENV)/bin/mapper ai demo
 
 ## test: install what the tests need (Debian packages included), lint, type-check, run the suite.
 test: $(VENV)/.dev

@@ -103,3 +103,17 @@ def test_manifests_for_a_real_sedna(tmp_path: Path) -> None:
     assert {"name": "hard-examples", "mountPath": "/srv/ai/data"} in c["volumeMounts"]
     assert infer["volumes"] == [{"name": "hard-examples", "hostPath": {"path": "/srv/ai/data",
                                                                         "type": "DirectoryOrCreate"}}]  # fmt: skip
+
+
+def test_run_refuses_a_malformed_job_before_starting_anything(tmp_path: Path) -> None:
+    runner.invoke(app, ["ai", "init", str(tmp_path)])
+    path = tmp_path / "joint-inference.yaml"
+    docs = list(yaml.safe_load_all(path.read_text()))
+    del docs[-1]["spec"]["edgeWorker"]["hardExampleMining"]
+    path.write_text(yaml.safe_dump_all(docs))
+    res = runner.invoke(app, ["ai", "run", "-f", str(path), "--state-dir", str(tmp_path / "state")])
+    assert res.exit_code == 1
+    assert "JointInferenceService machine-monitor: spec.edgeWorker.hardExampleMining: Field required" in res.output
+    assert not (tmp_path / "state").exists()
+    res = runner.invoke(app, ["ai", "get", "ji", "--state-dir", str(tmp_path / "state")])
+    assert res.exit_code == 1 and "no AI job status here; start a job with `mapper ai run -f JOB.yaml`" in res.output
