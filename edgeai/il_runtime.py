@@ -9,7 +9,7 @@
 - Eval: the new model and the deployed one on the eval samples; ``deploySpec.trigger`` is checked on the metrics
   and their ``<name>_delta`` (new - deployed).
 - Deploy: the trained model is copied over the deploy Model's file and the hot-update config is rewritten; the
-  inference worker reloads it without a restart.
+  inference worker reloads it without a restart (or, with ``hotUpdateEnabled: false``, is restarted on it).
 
 Every step is a condition in the job's status (``stage``, ``type``, ``data`` as JSON), as Sedna writes them.
 """
@@ -126,6 +126,7 @@ class IncrementalLearningRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._wake = asyncio.Event()
+        self._redeploying = False
 
     @property
     def kind(self) -> str:
@@ -234,6 +235,11 @@ class IncrementalLearningRuntime:
             await worker.wait()
             if self._stopping:
                 return
+            if self._redeploying:
+                # Stopped on purpose to pick up a new model (no hot update): start again at once.
+                self._redeploying = False
+                worker.returncode = None
+                continue
             self._condition("Deploy", "Failed", "InferenceWorkerFailed", worker.reason())
             await asyncio.sleep(backoff)
             backoff = min(30.0, backoff * 2)
@@ -421,6 +427,10 @@ class IncrementalLearningRuntime:
         _copy_model(trained, self.deploy_model)
         self._write_hot_update(self.deploy_model)
         self.deployments += 1
+        if not self.job.spec.deploySpec.model.hotUpdateEnabled and self.inference is not None:
+            # Without hot update Sedna replaces the inference worker; here it is restarted on the new model.
+            self._redeploying = True
+            self._tasks.append(asyncio.create_task(self.inference.stop()))
         new_metrics = pending["results"][0].get("metrics") or {}
         model = self.models[self.job.spec.deploySpec.model.name]
         self.store.set_status(

@@ -96,6 +96,8 @@ class WorkerProcess:
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
+        # A waiter of the previous process may have set its exit code while this one was being created.
+        self.returncode = None
         self.started_at = time.monotonic()
         logf = self.log_path.open("ab")
         assert self.proc.stdout is not None and self.proc.stderr is not None
@@ -118,12 +120,14 @@ class WorkerProcess:
         return self.proc is not None and self.returncode is None
 
     async def wait(self) -> int:
-        assert self.proc is not None
-        code = await self.proc.wait()
-        for t in self._pumps:
+        proc, pumps = self.proc, list(self._pumps)
+        assert proc is not None
+        code = await proc.wait()
+        for t in pumps:
             with contextlib.suppress(Exception):
                 await t
-        self.returncode = code
+        if self.proc is proc:  # not restarted meanwhile by another waiter
+            self.returncode = code
         return code
 
     def reason(self) -> str:

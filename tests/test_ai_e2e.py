@@ -278,3 +278,100 @@ async def test_a_sedna_style_worker_script_runs_with_only_its_imports_changed(tm
         assert sum(1 for line in lines if line.startswith("True ['cloud',")) == hard and hard > 20
     finally:
         await runner.stop()
+
+
+class DriftingPublisher:
+    """Publishes the drifting machine as a mapper's MQTT push would (one message per property, the same timestamp
+    for one reading), ``rate_hz`` readings a second, drifting after ``drift_after`` readings."""
+
+    def __init__(self, port: int, rate_hz: float, drift_after: int) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.rate_hz, self.drift_after = rate_hz, drift_after
+        self.sent = 0
+        self._stop = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        rng = np.random.default_rng(8)
+        t0 = time.monotonic()
+        while not self._stop:
+            x, y = scenarios.drifting_machine(1, rng, drifted=self.sent >= self.drift_after)
+            stamp = int(time.time() * 1000)
+            for prop, value in (
+                ("temperature", f"{x[0][0]:.2f}"),
+                ("vibration", f"{x[0][1]:.2f}"),
+                ("fault", str(y[0])),
+            ):
+                body = {"namespace": "default", "device": "gen", "property": prop, "value": value, "type": "float",
+                        "timestamp": stamp}  # fmt: skip
+                self.client.publish(f"plant/gen/{prop}", json.dumps(body), qos=0)
+            self.sent += 1
+            await asyncio.sleep(max(0.0, t0 + self.sent / self.rate_hz - time.monotonic()))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run())
+
+    async def close(self) -> None:
+        self._stop = True
+        if self._task is not None:
+            await self._task
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.mark.timeout(180)
+async def test_incremental_learning_on_a_generated_drifting_stream_without_hot_update(tmp_path: Path) -> None:
+    (tmp_path / "mqtt").mkdir()
+    with mosquitto(tmp_path / "mqtt") as broker:
+        models = samples.train_models(tmp_path / "models")
+        samples.write_dataset(tmp_path / "data" / "gen.csv", ("temperature", "vibration"))
+        stream = samples.StreamParams(
+            url=f"mqtt://127.0.0.1:{broker.plain_port}/plant/gen/#",
+            properties="default/gen/temperature,default/gen/vibration",
+            label="default/gen/fault",
+        )
+        docs = samples.incremental_learning_docs(
+            "gen", stream, str(models["machine-initial"]), "models/deployed.pkl", "data/gen.csv", train_when=60,
+            check_period_s=1,
+        )  # fmt: skip
+        docs[-1]["spec"]["deploySpec"]["model"]["hotUpdateEnabled"] = False
+        job = samples.write_docs(tmp_path / "job.yaml", docs)
+        runner = await start_runner(job, tmp_path / "ai")
+        rt = runner.runtimes[0]
+        assert isinstance(rt, IncrementalLearningRuntime)
+        publisher = DriftingPublisher(broker.plain_port, 40.0, drift_after=200)
+
+        def st() -> dict[str, Any]:
+            return status_of(runner, "IncrementalLearningJob", "gen")
+
+        try:
+            await until(lambda: rt.inference is not None and rt.inference.running, 20, "the inference worker")
+            await asyncio.sleep(2)  # the worker subscribes before the first reading
+            assert rt.inference is not None and rt.inference.proc is not None
+            pid = rt.inference.proc.pid
+            publisher.start()
+            await until(lambda: publisher.sent >= 190 and metric(st(), "labelledNumber") > 150, 30, "pre-drift samples")
+            before = metric(st(), "accuracy")
+            assert before > 0.9, st()["metrics"]  # features and labels of one reading stay together
+            await until(lambda: rt.deployments >= 1, 120, "a deployment")
+            fired = next(v for v, f in rt.train_trigger.history if f)
+            first = rt.train_trigger.history.index((fired, True))
+            assert fired > 60 and all(v <= 60 for v, _ in rt.train_trigger.history[:first])
+
+            # No hot update: the inference worker was restarted on the new model.
+            def restarted() -> bool:
+                w = rt.inference
+                return w is not None and w.proc is not None and w.proc.pid != pid and w.running
+
+            await until(restarted, 30, "the restarted worker")
+            assert not any(c["reason"] == "InferenceWorkerFailed" for c in st()["conditions"])
+            # The new process reports from zero: wait for it, then for 100 labelled readings on the new model.
+            n0 = metric(st(), "labelledNumber", 0)
+            await until(lambda: metric(st(), "labelledNumber", 0) < n0, 30, "the new worker's first report")
+            await until(lambda: metric(st(), "labelledNumber", 0) >= 100, 30, "readings on the new model")
+            assert metric(st(), "accuracy") > 0.8, st()["metrics"]  # on drifted readings only, with the new model
+        finally:
+            await publisher.close()
+            await runner.stop()
