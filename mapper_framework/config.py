@@ -20,7 +20,10 @@ Ours, all optional:
 - ``report``: ``retry_initial_s``, ``retry_max_s``, ``max_message_mb``, ``concurrency``, and store-and-forward
   on disk: ``spool_file``, ``spool_limit``, ``spool_interval_s``;
 - ``state``: ``probe_ms``, ``heartbeat_s``, ``failures_offline``;
-- ``push``: ``queue_limit``, ``mqtt`` (``username``, ``password_file``, ``ca_file``, ``cert_file``, ``key_file``).
+- ``push``: ``queue_limit``, ``batch_size``, ``mqtt`` (``username``, ``password_file``, ``ca_file``, ``cert_file``,
+  ``key_file``), and the secrets of the database sinks (never in the CR): ``influxdb2`` (``token_env``,
+  ``token_file``), ``redis`` (``username``, ``password_env``, ``password_file``), ``mysql`` (``password_env``,
+  ``password_file``).
 """
 
 from __future__ import annotations
@@ -72,9 +75,38 @@ class MqttSettings:
 
 
 @dataclass(frozen=True)
+class InfluxSettings:
+    """Where the InfluxDB v2 token comes from: an environment variable or a mounted Secret file, by name."""
+
+    token_env: str = ""
+    token_file: str = ""
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    username: str = ""  # Redis 6 ACL user; "" = the default user
+    password_env: str = ""
+    password_file: str = ""
+
+
+@dataclass(frozen=True)
+class MysqlSettings:
+    """The user comes from the CR (``mysqlClientConfig.userName``); only its password lives here."""
+
+    password_env: str = ""
+    password_file: str = ""
+
+
+@dataclass(frozen=True)
 class PushSettings:
     queue_limit: int = 10_000
+    # Database and OTEL sinks write a batch when this many points are queued, or once per report cycle.
+    batch_size: int = 1000
+    flush_on_stop_s: float = 5.0  # at stop, queued points get this long to be delivered
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    influxdb2: InfluxSettings = field(default_factory=InfluxSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    mysql: MysqlSettings = field(default_factory=MysqlSettings)
 
 
 @dataclass(frozen=True)
@@ -127,10 +159,25 @@ def _typed(cls: type[Any], raw: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
+_PUSH_SECTIONS: dict[str, type[Any]] = {
+    "mqtt": MqttSettings,
+    "influxdb2": InfluxSettings,
+    "redis": RedisSettings,
+    "mysql": MysqlSettings,
+}
+
+
 def _push(raw: dict[str, Any], where: str) -> PushSettings:
-    mqtt = _typed(MqttSettings, _section(raw, "mqtt", f"{where}: push"), f"{where}: push.mqtt")
-    flat: PushSettings = _typed(PushSettings, {k: v for k, v in raw.items() if k != "mqtt"}, f"{where}: push")
-    return replace(flat, mqtt=mqtt)
+    sections = {
+        key: _typed(cls, _section(raw, key, f"{where}: push"), f"{where}: push.{key}")
+        for key, cls in _PUSH_SECTIONS.items()
+    }
+    flat: PushSettings = _typed(
+        PushSettings, {k: v for k, v in raw.items() if k not in _PUSH_SECTIONS}, f"{where}: push"
+    )
+    if flat.batch_size < 1 or flat.queue_limit < 1:
+        raise MapperConfigError(f"{where}: push.batch_size and push.queue_limit must be at least 1")
+    return replace(flat, **sections)
 
 
 def load_config(path: Path) -> MapperConfig:

@@ -9,6 +9,7 @@ from typing import Any
 
 from dmi.anypack import AnyDecodeError, unpack_map
 from dmi.v1beta1 import api_pb2 as pb
+from mapper_framework.sinks.base import unsupported
 from mapper_framework.values import model_type
 
 DEFAULT_CYCLE_MS = 1000
@@ -85,6 +86,8 @@ def device_spec(device: pb.Device, model: pb.DeviceModel | None) -> DeviceSpec:
     properties = []
     for prop in device.spec.properties:
         mp = model_props.get(prop.name)
+        if prop.HasField("pushMethod") and (why := unsupported(prop.pushMethod)) is not None:
+            raise DeviceSpecError(f"{where} property {prop.name}: pushMethod.{why}")
         properties.append(
             PropertySpec(
                 name=intern(prop.name),

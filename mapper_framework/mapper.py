@@ -28,13 +28,13 @@ class Mapper:
     def __init__(self, config: MapperConfig, driver_factory: DriverFactory) -> None:
         self.config = config
         self.client = AgentClient(config, self._registered)
-        self.push = PushManager(config.push.mqtt, config.push.queue_limit)
+        self.push = PushManager(settings=config.push)
         self.registry = DeviceRegistry(driver_factory, self.client.outbox, config.state, self.push)
         self.rest: RestApi | None = None
         if config.rest.enabled:
             from mapper_framework.rest import RestApi
 
-            self.rest = RestApi(config, self.registry, self.client)
+            self.rest = RestApi(config, self.registry, self.client, self.push)
         self._server: grpc.aio.Server | None = None
 
     async def _registered(self, answer: RegisterAnswer) -> None:
@@ -63,7 +63,8 @@ class Mapper:
         if self.rest is not None:
             await self.rest.stop()
         await self.registry.close()
-        await self.push.close()
+        # Points already read are the plant's history: give the sinks a moment to take what is queued.
+        await self.push.close(flush_s=self.config.push.flush_on_stop_s)
         await self.client.close()
         if self._server is not None:
             await self._server.stop(grace=1.0)

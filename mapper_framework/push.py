@@ -1,10 +1,11 @@
-"""Push methods: every collected value of a property also goes to MQTT or HTTP, as its Device CR says.
+"""Push methods: every collected value of a property also goes to MQTT, HTTP, a database or OTEL, as its CR says.
 
-Each destination (an MQTT broker address, an HTTP endpoint) has its own bounded
-queue and worker, so a slow or dead endpoint never slows collection or the
-other destinations. A full queue drops its oldest record and counts it; a
-failed send is retried with backoff, in order. Credentials and TLS files come
-from the mapper's config (``push.mqtt``), never from the CR.
+Each destination (an MQTT broker address, an HTTP endpoint, a database server, an OTLP endpoint) has its own
+bounded queue and worker, so a slow or dead endpoint never slows collection or the other destinations. A full
+queue drops its oldest record and counts it; a failed send is retried with backoff, in order. Database and OTEL
+sinks (:mod:`mapper_framework.sinks`) write in batches: ``push.batch_size`` points, or once per report cycle of
+the fastest property feeding them, whichever comes first. Credentials and TLS files come from the mapper's config
+(``push.mqtt``, ``push.influxdb2``, ``push.redis``, ``push.mysql``), never from the CR.
 
 Payload (JSON, both methods): ``{"namespace", "device", "property", "value",
 "type", "timestamp"}`` with ``timestamp`` in milliseconds since the epoch.
@@ -15,17 +16,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import json
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from dmi.v1beta1 import api_pb2 as pb
-from mapper_framework.config import MqttSettings
+from mapper_framework.config import MqttSettings, PushSettings
+from mapper_framework.sinks.base import SeriesKey, Sink, SinkError, config_problem
 
 if TYPE_CHECKING:
     import aiohttp
@@ -48,10 +52,14 @@ class Record:
 
 @dataclass
 class DestinationStats:
-    sent: int = 0
-    failed: int = 0
-    dropped: int = 0
+    sent: int = 0  # records (points) written
+    batches: int = 0  # successful writes
+    failed: int = 0  # failed writes
+    dropped: int = 0  # records dropped: queue full, or refused for good by the destination
     retries: int = 0
+    # Recent successful writes: seconds the write took, and ms from the oldest point's reading to its storage.
+    write_s: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=4096))
+    age_ms: collections.deque[int] = field(default_factory=lambda: collections.deque(maxlen=4096))
 
 
 @dataclass
@@ -59,86 +67,249 @@ class _Destination:
     name: str
     send: Callable[[list[Record]], Awaitable[None]]
     limit: int
+    batch_size: int = 100
+    flush_s: float = 0.0  # 0: send what is queued at once (MQTT, HTTP); else wait for a batch this long at most
+    sink: Sink | None = None
     queue: collections.deque[Record] = field(default_factory=collections.deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    full: asyncio.Event = field(default_factory=asyncio.Event)
     stats: DestinationStats = field(default_factory=DestinationStats)
     task: asyncio.Task[None] | None = None
     error: str = ""
+    inflight: int = 0  # records at the head of the queue being written now
+    feeds: list[SeriesKey] = field(default_factory=list)  # the properties pushing here (for error messages)
+
+    def who(self) -> str:
+        """The properties feeding this destination, as errors name them."""
+        if not self.feeds:
+            return ""
+        ns, dev, prop = self.feeds[0]
+        more = f" (and {len(self.feeds) - 1} more)" if len(self.feeds) > 1 else ""
+        return f"device {ns}/{dev} property {prop}{more}: "
+
+
+_Route = tuple[pb.PushMethod, list[_Destination]]
 
 
 class PushManager:
     """Routes records to destinations named by each property's ``pushMethod``."""
 
-    def __init__(self, mqtt_settings: MqttSettings | None = None, queue_limit: int = 10_000) -> None:
-        self._mqtt_settings = mqtt_settings or MqttSettings()
-        self._limit = queue_limit
+    def __init__(
+        self,
+        mqtt_settings: MqttSettings | None = None,
+        queue_limit: int = 10_000,
+        settings: PushSettings | None = None,
+    ) -> None:
+        self.settings = settings or PushSettings(queue_limit=queue_limit, mqtt=mqtt_settings or MqttSettings())
+        self._mqtt_settings = mqtt_settings or self.settings.mqtt
+        self._limit = self.settings.queue_limit if settings is not None else queue_limit
         self.destinations: dict[str, _Destination] = {}
         self._session: aiohttp.ClientSession | None = None
         self._mqtt: dict[str, _MqttLink] = {}
+        # Per property: its PushMethod (by identity: a restarted device brings a new one) and its destinations.
+        self._routes: dict[SeriesKey, _Route] = {}
+        self._refused: set[SeriesKey] = set()
+        self._closing = False
 
     # ------------------------------------------------------------------ routing
-    def submit(self, method: pb.PushMethod, record: Record) -> None:
-        """Queue ``record`` for every destination ``method`` names. Never blocks."""
+    def submit(self, method: pb.PushMethod, record: Record, cycle_ms: int = 0) -> None:
+        """Queue ``record`` for every destination ``method`` names. Never blocks.
+
+        ``cycle_ms`` is the property's report cycle: database and OTEL sinks write at least that often.
+        """
+        key = (record.namespace, record.device, record.property)
+        route = self._routes.get(key)
+        if route is None or route[0] is not method:
+            route = (method, self._resolve(key, method, cycle_ms))
+            self._routes[key] = route
+        for dest in route[1]:
+            self._enqueue(dest, record)
+
+    def sinks_of(self, namespace: str, device: str, prop: str) -> list[Sink]:
+        """The database/OTEL sinks a property has pushed to so far."""
+        route = self._routes.get((namespace, device, prop))
+        return [d.sink for d in route[1] if d.sink is not None] if route is not None else []
+
+    def _resolve(self, key: SeriesKey, method: pb.PushMethod, cycle_ms: int) -> list[_Destination]:
+        out: list[_Destination] = []
         if method.HasField("mqtt") and method.mqtt.address:
             m = method.mqtt
             name = f"mqtt {m.address} {m.topic} qos{m.qos}{' retained' if m.retained else ''}"
-            self._enqueue(name, lambda: self._mqtt_sender(m.address, m.topic, m.qos, m.retained), record)
+            out.append(self._destination(name, lambda: self._mqtt_sender(m.address, m.topic, m.qos, m.retained)))
         if method.HasField("http") and method.http.hostname:
             h = method.http
             url = _http_url(h.hostname, h.port, h.requestpath)
-            name = f"http {url}"
-            self._enqueue(name, lambda: self._http_sender(url, h.timeout), record)
+            out.append(self._destination(f"http {url}", lambda: self._http_sender(url, h.timeout)))
+        if method.HasField("dbMethod") or method.HasField("otel"):
+            problem = config_problem(method)
+            if problem is not None:
+                # Validation and device registration refuse this already; a device started anyway is told once.
+                if key not in self._refused:
+                    self._refused.add(key)
+                    log.error("device %s/%s property %s: %s", *key, problem)
+            else:
+                for sink in self._sinks(method):
+                    dest = self._destination(sink.name, lambda s=sink: s.write, sink)  # type: ignore[misc]
+                    if dest.sink is not None:
+                        dest.sink.bind(key, method)
+                    if cycle_ms > 0:
+                        dest.flush_s = min(dest.flush_s, cycle_ms / 1000) if dest.flush_s else cycle_ms / 1000
+                    out.append(dest)
+        for dest in out:
+            if key not in dest.feeds:
+                dest.feeds.append(key)
+        return out
 
-    def _enqueue(self, name: str, make: Callable[[], Callable[[list[Record]], Awaitable[None]]], rec: Record) -> None:
+    def _sinks(self, method: pb.PushMethod) -> list[Sink]:
+        """New sink objects for ``method``; one that is already running (same name) is reused by the caller."""
+        out: list[Sink] = []
+        db = method.dbMethod
+        s = self.settings
+        if method.HasField("dbMethod") and db.HasField("influxdb2"):
+            from mapper_framework.sinks.influx_sink import InfluxSink
+
+            out.append(InfluxSink(db.influxdb2.influxdb2ClientConfig, s.influxdb2))
+        if method.HasField("dbMethod") and db.HasField("redis"):
+            from mapper_framework.sinks.redis_sink import RedisSink
+
+            out.append(RedisSink(db.redis.redisClientConfig, s.redis))
+        if method.HasField("dbMethod") and db.HasField("mysql"):
+            from mapper_framework.sinks.mysql_sink import MysqlSink
+
+            out.append(MysqlSink(db.mysql.mysqlClientConfig, s.mysql))
+        if method.HasField("otel"):
+            from mapper_framework.sinks.otel_sink import OtelSink
+
+            out.append(OtelSink(method.otel.endpointURL))
+        return out
+
+    def _destination(
+        self, name: str, make: Callable[[], Callable[[list[Record]], Awaitable[None]]], sink: Sink | None = None
+    ) -> _Destination:
         dest = self.destinations.get(name)
         if dest is None:
-            dest = _Destination(name, make(), self._limit)
+            batch = self.settings.batch_size if sink is not None else 100
+            dest = _Destination(name, make(), self._limit, batch_size=batch, sink=sink)
             dest.task = asyncio.create_task(self._drain(dest), name=f"push {name}")
             self.destinations[name] = dest
-        if len(dest.queue) >= dest.limit:
-            dest.queue.popleft()
+        return dest
+
+    def _enqueue(self, dest: _Destination, rec: Record) -> None:
+        queue = dest.queue
+        if len(queue) >= dest.limit:
+            # Drop the oldest record that is not being written right now (those are delivered or retried).
+            if dest.inflight < len(queue):
+                del queue[dest.inflight]
+            else:  # everything queued is in flight: the new record is the one lost
+                dest.stats.dropped += 1
+                self._warn_dropped(dest)
+                return
             dest.stats.dropped += 1
-            if dest.stats.dropped == 1 or dest.stats.dropped % 1000 == 0:
-                log.warning(
-                    "push %s: queue full (%d); dropped %d oldest record(s) so far", name, dest.limit, dest.stats.dropped
-                )
-        dest.queue.append(rec)
-        dest.wake.set()
+            self._warn_dropped(dest)
+        queue.append(rec)
+        if len(queue) == 1:
+            dest.wake.set()
+        if len(queue) - dest.inflight >= dest.batch_size:
+            dest.full.set()
+
+    def _warn_dropped(self, dest: _Destination) -> None:
+        if dest.stats.dropped == 1 or dest.stats.dropped % 1000 == 0:
+            log.warning(
+                "%spush %s: queue full (%d); dropped %d oldest record(s) so far; hint: raise push.queue_limit or"
+                " bring the destination back",
+                dest.who(),
+                dest.name,
+                dest.limit,
+                dest.stats.dropped,
+            )
 
     async def _drain(self, dest: _Destination) -> None:
         delay = 0.2
         while True:
             if not dest.queue:
                 dest.wake.clear()
-                await dest.wake.wait()
+                if not dest.queue:
+                    await dest.wake.wait()
                 continue
-            batch = list(dest.queue)[:100]
+            if dest.flush_s and len(dest.queue) < dest.batch_size and not self._closing and not dest.error:
+                # Gather a batch: a report cycle's worth of points, or batch_size of them if that comes first.
+                dest.full.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(dest.full.wait(), dest.flush_s)
+            batch = list(itertools.islice(dest.queue, dest.batch_size))
+            dest.inflight = len(batch)
+            started = time.monotonic()
             try:
                 await dest.send(batch)
             except Exception as exc:
+                dest.inflight = 0
                 dest.stats.failed += 1
+                if isinstance(exc, SinkError) and not exc.retryable:
+                    self._drop_batch(dest, len(batch), exc)
+                    continue
                 dest.stats.retries += 1
                 if dest.error != str(exc):
-                    log.warning("push %s failed: %s; %d record(s) queued, retrying", dest.name, exc, len(dest.queue))
+                    log.warning(
+                        "%spush %s failed: %s; %d record(s) queued, retrying with backoff",
+                        dest.who(),
+                        dest.name,
+                        exc,
+                        len(dest.queue),
+                    )
                 dest.error = str(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            for _ in batch:
-                if dest.queue:
-                    dest.queue.popleft()
+            finished = time.monotonic()
+            for _ in range(dest.inflight):
+                dest.queue.popleft()
+            dest.inflight = 0
             dest.stats.sent += len(batch)
+            dest.stats.batches += 1
+            dest.stats.write_s.append(finished - started)
+            dest.stats.age_ms.append(int(time.time() * 1000) - batch[0].timestamp)
             if dest.error:
-                log.info("push %s works again", dest.name)
+                log.info("push %s works again; %d record(s) still queued", dest.name, len(dest.queue))
                 dest.error = ""
             delay = 0.2
 
-    async def close(self) -> None:
+    def _drop_batch(self, dest: _Destination, count: int, exc: Exception) -> None:
+        for _ in range(count):
+            if dest.queue:
+                dest.queue.popleft()
+        dest.stats.dropped += count
+        log.error("%spush %s: %s; %d record(s) dropped", dest.who(), dest.name, exc, count)
+
+    async def _sink_sender_close(self) -> None:
+        for dest in self.destinations.values():
+            if dest.sink is not None:
+                with contextlib.suppress(Exception):
+                    await dest.sink.close()
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait until every queue is empty, ``timeout_s`` at most; True when everything was delivered."""
+        deadline = time.monotonic() + timeout_s
+        for dest in self.destinations.values():
+            dest.full.set()  # no waiting for a fuller batch
+        while any(d.queue for d in self.destinations.values()):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def close(self, flush_s: float = 0.0) -> None:
+        """Stop the workers; with ``flush_s``, first give queued records that long to be delivered."""
+        self._closing = True
+        if flush_s > 0 and not await self.flush(flush_s):
+            for dest in self.destinations.values():
+                if dest.queue:
+                    log.warning("%spush %s: %d record(s) not delivered at stop", dest.who(), dest.name, len(dest.queue))
         for dest in self.destinations.values():
             if dest.task is not None:
                 dest.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await dest.task
+        await self._sink_sender_close()
         for link in self._mqtt.values():
             await asyncio.to_thread(link.close)
         if self._session is not None:

@@ -6,7 +6,13 @@ Routes: ``GET /api/v1/ping``; ``GET /api/v1/device/{namespace}/{name}/{property}
 ``GET /api/v1/meta/model/{namespace}/{name}``; ``GET /api/v1/database/{namespace}/{name}``;
 ``GET /api/v1/stream/{namespace}/{name}/{property}`` (live MJPEG, multipart/x-mixed-replace) and
 ``GET /api/v1/frame/{namespace}/{name}/{property}`` (the newest frame, image/jpeg) for stream properties;
-``GET /metrics`` (Prometheus text). Errors are JSON ``{"error": ...}`` with 400, 403, 404 or 502.
+``GET /metrics`` (Prometheus text).
+
+``/database/{namespace}/{name}`` answers the series the device's database sinks stored, read back from them:
+``{"namespace", "name", "series": [{"property", "sink", "points": [{"timestamp", "value", "type"}]}]}``, the
+newest ``DATABASE_POINTS`` (1000) points of each, oldest first. A sink that cannot be read back by the mapper
+(InfluxDB, OTEL) is listed with an ``error`` saying where to query it instead.
+Errors are JSON ``{"error": ...}`` with 400, 403, 404 or 502.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from mapper_framework.agent_client import AgentClient
 from mapper_framework.config import MapperConfig
 from mapper_framework.driver import StreamNotSupported
 from mapper_framework.http_server import HttpServer, Response, Router
+from mapper_framework.push import PushManager
 from mapper_framework.registry import DeviceRegistry
 from mapper_framework.runtime import DeviceRuntime
 from mapper_framework.values import PropertyValueError
@@ -32,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MJPEG_BOUNDARY = b"kubeedge-mapper-frame"
 FIRST_FRAME_TIMEOUT_S = 10.0
+DATABASE_POINTS = 1000  # per series in GET /database/...: the recent history, not a bulk export
 
 
 def _error(status: int, message: str) -> Response:
@@ -39,10 +47,13 @@ def _error(status: int, message: str) -> Response:
 
 
 class RestApi:
-    def __init__(self, config: MapperConfig, registry: DeviceRegistry, client: AgentClient) -> None:
+    def __init__(
+        self, config: MapperConfig, registry: DeviceRegistry, client: AgentClient, push: PushManager | None = None
+    ) -> None:
         self.config = config
         self.registry = registry
         self.client = client
+        self.push = push
         router = Router()
         router.get("/api/v1/ping", self.ping)
         router.get("/api/v1/device/{namespace}/{name}/{property}", self.device_property)
@@ -216,7 +227,36 @@ class RestApi:
         runtime = self._runtime(params)
         if isinstance(runtime, Response):
             return runtime
-        return _error(404, f"device {runtime.spec} has no database push method: this mapper writes to none yet")
+        if self.push is None:
+            return _error(404, f"device {runtime.spec}: this mapper has no push manager")
+        limit = DATABASE_POINTS
+        series: list[dict[str, Any]] = []
+        for prop in runtime.spec.properties:
+            if prop.push_method is None or not (
+                prop.push_method.HasField("dbMethod") or prop.push_method.HasField("otel")
+            ):
+                continue
+            for sink in self.push.sinks_of(runtime.spec.namespace, runtime.spec.name, prop.name):
+                entry: dict[str, Any] = {"property": prop.name, "sink": sink.name}
+                if not sink.readable:
+                    entry["error"] = f"{sink.kind} is write-only for the mapper; query the server itself"
+                else:
+                    try:
+                        points = await sink.read((runtime.spec.namespace, runtime.spec.name, prop.name), limit)
+                    except Exception as exc:
+                        log.warning("device %s property %s: reading back %s failed: %s", runtime.spec, prop.name,
+                                    sink.name, exc)
+                        entry["error"] = f"device {runtime.spec} property {prop.name}: sink {sink.name}: {exc}"
+                    else:
+                        entry["points"] = [{"timestamp": p.timestamp, "value": p.value, "type": p.type} for p in points]
+                series.append(entry)
+        if not series:
+            return _error(
+                404,
+                f"device {runtime.spec} has no database push method that has stored anything yet; hint: add"
+                " pushMethod.dbMethod (influxdb2, redis or mysql) to its properties",
+            )
+        return Response.json({"namespace": runtime.spec.namespace, "name": runtime.spec.name, "series": series})
 
     async def metrics(self, params: dict[str, str]) -> Response:
         lines: list[str] = []
@@ -269,6 +309,19 @@ class RestApi:
         )
         metric("mapper_outbox_depth", "gauge", "Values waiting for the agent.", [({}, self.client.outbox.depth)])
         metric("mapper_registrations_total", "counter", "Registrations with the agent.", [({}, stats.registrations)])
+        if self.push is not None:
+            dests = sorted(self.push.destinations.values(), key=lambda d: d.name)
+            for metric_name, kind, help_, get in (
+                ("mapper_push_points_total", "counter", "Points (records) written by each push destination.",
+                 lambda d: d.stats.sent),
+                ("mapper_push_batches_total", "counter", "Successful batch writes.", lambda d: d.stats.batches),
+                ("mapper_push_retries_total", "counter", "Failed writes retried with backoff.",
+                 lambda d: d.stats.retries),
+                ("mapper_push_queue_depth", "gauge", "Points waiting for the destination.", lambda d: len(d.queue)),
+                ("mapper_push_dropped_total", "counter", "Points dropped (queue full, or refused for good).",
+                 lambda d: d.stats.dropped),
+            ):
+                metric(metric_name, kind, help_, [({"sink": d.name}, get(d)) for d in dests])
         # Leak watch: both stay flat on a healthy mapper, whatever its devices go through.
         metric(
             "mapper_asyncio_tasks", "gauge", "Tasks alive on the mapper's event loop.", [({}, len(asyncio.all_tasks()))]

@@ -67,7 +67,7 @@ class DeviceRuntime:
         report: Callable[[tuple[str, str], list[TwinReport]], None],
         report_state: Callable[[tuple[str, str], str], None],
         state_settings: StateSettings | None = None,
-        push: Callable[[pb.PushMethod, Record], None] | None = None,
+        push: Callable[[pb.PushMethod, Record, int], None] | None = None,
     ) -> None:
         self.spec = spec
         self.driver = driver
@@ -255,6 +255,7 @@ class DeviceRuntime:
                 self._push(
                     prop.push_method,
                     Record(self.spec.namespace, self.spec.name, prop.name, text, prop.type, stamp),
+                    prop.report_cycle_ms,
                 )
         self._failed_rounds = 0 if good else self._failed_rounds + 1
 
