@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import json
 import os
+import pickle
 import signal
 import time
 from collections.abc import Callable
@@ -377,3 +378,44 @@ async def test_incremental_learning_on_a_generated_drifting_stream_without_hot_u
         finally:
             await publisher.close()
             await runner.stop()
+
+
+@pytest.mark.timeout(120)
+async def test_joint_inference_on_an_rtsp_stream_encoded_by_ffmpeg(tmp_path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.rtsp_relay import RtspRelay
+
+    # Frame models on 16x12 RGB images (576 features): "reddish" or not. Trained here on generated images.
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, (400, 12, 16, 3)).astype(np.float64)
+    labels = (images[..., 0].mean(axis=(1, 2)) > images[..., 2].mean(axis=(1, 2))).astype(int)
+    flat = images.reshape(400, -1)
+    for name, c in (("edge", 0.01), ("cloud", 1.0)):
+        (tmp_path / f"{name}.pkl").write_bytes(pickle.dumps(LogisticRegression(C=c, max_iter=300).fit(flat, labels)))
+    relay = RtspRelay()
+    try:
+        await asyncio.to_thread(relay.start_server)
+        stream = samples.StreamParams(url=relay.url, properties="default/camera/frames", window="count:1")
+        docs = samples.joint_inference_docs("camera", stream, "edge.pkl", "cloud.pkl", hem="CloudOnly", hem_params={})
+        edge = docs[-1]["spec"]["edgeWorker"]["template"]["spec"]["containers"][0]
+        edge["env"] += [
+            {"name": "STREAM_FRAME_SIZE", "value": "16x12"},
+            {"name": "STREAM_EVERY_NTH_FRAME", "value": "5"},
+        ]
+        runner = await start_runner(samples.write_docs(tmp_path / "job.yaml", docs), tmp_path / "ai")
+
+        def st() -> dict[str, Any]:
+            return status_of(runner, "JointInferenceService", "camera")
+
+        try:
+            # 25 fps, every 5th frame: about 5 inferences a second, each answered by the big model.
+            await until(lambda: metric(st(), "inferenceNumber") >= 20, 60, "inferences on frames")
+            info = st()
+            assert metric(info, "cloudInferenceNumber") >= metric(info, "inferenceNumber") - 1
+            assert metric(info, "uploadCloudRatio") == 1.0 and metric(info, "cloudFallbackNumber") == 0
+            assert metric(info, "streamError", None) is None
+        finally:
+            await runner.stop()
+    finally:
+        await asyncio.to_thread(relay.close)
