@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # Debian packages the demo needs: ffmpeg (camera frames) and GStreamer's RTSP server (the simulated camera's stream).
 DEMO_APT_PACKAGES := ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
 # Debian packages the test suite needs (real peers: brokers, serial lines, cameras...).
-TEST_APT_PACKAGES := mosquitto openssl socat $(DEMO_APT_PACKAGES)
+TEST_APT_PACKAGES := mosquitto openssl socat redis-server mariadb-server victoria-metrics $(DEMO_APT_PACKAGES)
 
 .PHONY: demo ai-demo test lint typecheck unit proto clean venv
 
@@ -20,7 +20,7 @@ $(VENV)/.run: $(VENV)/.base pyproject.toml
 	@touch $@
 
 $(VENV)/.dev: $(VENV)/.base pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev,onvif,k8s,ai]'
+	$(PY) -m pip install --quiet -e '.[dev,onvif,k8s,ai,db]'
 	@touch $@ $(VENV)/.run
 
 venv: $(VENV)/.run

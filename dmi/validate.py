@@ -603,6 +603,21 @@ class _DocumentCheck:
             visitors = _dict(prop.get("visitors"))
             self.config_data(visitors.get("configData"), f"spec.properties[{n}].visitors.configData", subject)
 
+    def db_method(self, db: dict[str, Any], path: str) -> None:
+        if "TDEngine" in db:
+            # No TDengine server can run in our tests, so no sink ships: refuse rather than drop values silently.
+            self.error(
+                f"{path}.TDEngine",
+                "TDengine is not supported by this mapper (no TDengine server can be tested with it);"
+                " use influxdb2, redis or mysql instead",
+            )
+        for name, (section, keys) in _DB_REQUIRED.items():
+            if name in db:
+                client = _dict(_dict(db[name]).get(section))
+                for key in keys:
+                    if not client.get(key):
+                        self.error(f"{path}.{name}.{section}", f'required field "{key}" is missing')
+
     def device(self) -> None:
         doc = self.loaded.doc
         if doc.get("spec") is None:
@@ -638,12 +653,24 @@ class _DocumentCheck:
             qos = _dict(push.get("mqtt")).get("qos")
             if _is_int(qos) and qos not in (0, 1, 2):
                 self.error(f"{path}.pushMethod.mqtt.qos", f"must be 0, 1 or 2, got {qos}")
+            self.db_method(_dict(push.get("dbMethod")), f"{path}.pushMethod.dbMethod")
+            otel = push.get("otel")
+            if isinstance(otel, dict) and not otel.get("endpointURL"):
+                self.error(f"{path}.pushMethod.otel", 'required field "endpointURL" is missing')
         methods = _list_of_dicts(spec.get("methods"))
         for n, method in methods:
             self.required_text(method, "name", f"spec.methods[{n}]")
         self.unique_names(methods, "spec.methods", "method")
         self.cycle(_dict(spec.get("stateReport")), "reportCycle", "spec.stateReport")
         self.cycle(_dict(doc.get("status")), "reportCycle", "status")
+
+
+_DB_REQUIRED = {
+    "influxdb2": ("influxdb2ClientConfig", ("url", "bucket")),
+    "redis": ("redisClientConfig", ("addr",)),
+    "mysql": ("mysqlClientConfig", ("addr", "database", "userName")),
+}
+
 
 
 def _check_document(loaded: LoadedDocument) -> tuple[list[Issue], str | None]:

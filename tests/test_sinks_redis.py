@@ -157,6 +157,7 @@ async def test_bad_configuration_is_one_clear_error_and_the_rest_goes_on(
         bad = {"dbMethod": {"redis": {"redisClientConfig": {"addr": "127.0.0.1:9"}}}}
     else:
         bad = redis_push(server, db=99)
+    bad_settings["flush_on_stop_s"] = 0.5  # what cannot be delivered is not waited for at the end
     caplog.set_level(logging.WARNING)
     devices = [seq_device("dev-bad", ["INT"], bad), seq_device("dev-good", ["INT"], good)]
     async with seq_mapper(make_agent, sockdir, devices, ["INT"], bad_settings) as (_mapper, fleet):

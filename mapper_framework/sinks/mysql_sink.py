@@ -47,7 +47,7 @@ SELECT = (
 )
 
 # MySQL client error codes worth a specific hint.
-_ACCESS_DENIED, _UNKNOWN_DB, _CANNOT_CONNECT, _NO_HOST = 1045, 1049, 2003, 2005
+_DB_ACCESS_DENIED, _ACCESS_DENIED, _UNKNOWN_DB, _CANNOT_CONNECT, _NO_HOST = 1044, 1045, 1049, 2003, 2005
 
 
 class MysqlSink(Sink):
@@ -82,7 +82,10 @@ class MysqlSink(Sink):
             )
             try:
                 async with pool.acquire() as conn, conn.cursor() as cur:
-                    await cur.execute(CREATE)
+                    # Asked first: CREATE TABLE IF NOT EXISTS on an existing table raises a Python warning.
+                    await cur.execute("SHOW TABLES LIKE %s", (TABLE,))
+                    if not await cur.fetchall():
+                        await cur.execute(CREATE)
                     await conn.commit()
             except BaseException:
                 pool.close()
@@ -109,10 +112,11 @@ class MysqlSink(Sink):
                 "check mysqlClientConfig.userName in the Device CR and push.mysql.password_file / password_env"
                 " in the mapper config",
             )
-        if code == _UNKNOWN_DB:
+        if code in (_UNKNOWN_DB, _DB_ACCESS_DENIED):
+            # A user without rights on a database that does not exist gets 1044, not 1049.
             return SinkError(
-                f"mysql has no database {self.database!r}: {text}",
-                "create it (CREATE DATABASE) or fix mysqlClientConfig.database in the Device CR",
+                f"mysql has no database {self.database!r} that user {self.user!r} may use: {text}",
+                "create it and GRANT the user access, or fix mysqlClientConfig.database in the Device CR",
             )
         if code in (_CANNOT_CONNECT, _NO_HOST) or isinstance(exc, OSError):
             return SinkError(
