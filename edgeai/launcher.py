@@ -139,7 +139,8 @@ class WorkerProcess:
         return f"{self.name} ended ({how}){': ' + said if said else ''}; log: {self.log_path}"
 
     async def stop(self, grace_s: float = 5.0) -> None:
-        if self.proc is None or self.returncode is not None:
+        # The process's own exit status, not ours: ours may lag behind a restart.
+        if self.proc is None or self.proc.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
