@@ -18,6 +18,7 @@ import json
 import os
 import pickle
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -419,3 +420,38 @@ async def test_joint_inference_on_an_rtsp_stream_encoded_by_ffmpeg(tmp_path: Pat
             await runner.stop()
     finally:
         await asyncio.to_thread(relay.close)
+
+
+@pytest.mark.timeout(120)
+async def test_hard_examples_labelled_by_a_callback_reach_the_dataset(tmp_path: Path) -> None:
+    (tmp_path / "mqtt").mkdir()
+    with mosquitto(tmp_path / "mqtt") as broker:
+        models = samples.train_models(tmp_path / "models")
+        dataset = tmp_path / "data.csv"
+        samples.write_dataset(dataset, ("temperature", "vibration"))
+        env = {
+            **os.environ,
+            "MODEL_URL": str(models["machine-initial"]),
+            "HEM_NAME": "CloudOnly",  # every example is hard: each one is labelled
+            "STREAM_URL": f"mqtt://127.0.0.1:{broker.plain_port}/plant/gen/#",
+            "STREAM_PROPERTIES": "default/gen/temperature,default/gen/vibration",
+            "HE_SAVED_URL": str(dataset),
+            "HE_LABEL_CALLBACK": "tests.sedna_style.labeller:label",
+            "LC_SERVER": f"http://127.0.0.1:{free_port()}",
+            "PYTHONPATH": str(Path(__file__).parent.parent),
+        }
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edgeai.workers.il_infer", env=env, stderr=asyncio.subprocess.DEVNULL
+        )
+        publisher = DriftingPublisher(broker.plain_port, 50.0, drift_after=0)
+        try:
+            await asyncio.sleep(3)  # the worker loads its model and subscribes
+            publisher.start()
+            await until(lambda: len(dataset.read_text().splitlines()) > 60, 30, "labelled hard examples")
+        finally:
+            await publisher.close()
+            worker.terminate()
+            await worker.wait()
+        rows = [line.split(",") for line in dataset.read_text().splitlines()[1:]]
+        assert rows and all(r[2] == ("1" if float(r[1]) < 3.5 else "0") for r in rows)
+        assert {r[2] for r in rows} == {"0", "1"}
