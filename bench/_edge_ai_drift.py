@@ -45,9 +45,11 @@ async def _run(work: Path) -> dict[str, Any]:
         t0 = time.monotonic()
         before: list[float] = []
         low = 1.0
-        deployed_at = None
+        deployed: list[float] = []
+        after: list[float | None] = []
+        labelled: list[Any] = []
         try:
-            while time.monotonic() - t0 < 240:
+            while time.monotonic() - t0 < 300 and len(after) < 2:
                 await asyncio.sleep(0.5)
                 t = time.monotonic() - t0
                 acc = _metric(runner, "accuracy")
@@ -55,19 +57,22 @@ async def _run(work: Path) -> dict[str, Any]:
                     continue
                 if t < DRIFT_AFTER_S - 1:
                     before.append(acc)
-                elif deployed_at is None:
+                elif not deployed:
                     low = min(low, acc)
-                if deployed_at is None and rt.deployments:
-                    deployed_at = t
-                    out["labelled"] = _metric(runner, "hardExamplesSaved")
-                if deployed_at is not None and t > deployed_at + 25:
-                    out["after"] = acc
-                    break
+                if rt.deployments > len(deployed):
+                    deployed.append(t)
+                    labelled.append(_metric(runner, "hardExamplesSaved"))
+                    if len(after) < len(deployed) - 1:
+                        after.append(None)  # deployed again before 25 s passed
+                if len(deployed) > len(after) and t > deployed[len(after)] + 25:
+                    after.append(acc)
         finally:
             await runner.stop()
+        out["after"] = after
+        out["labelled"] = labelled
+        out["deploy_s"] = [d - DRIFT_AFTER_S for d in deployed]
         out["before"] = before[-1] if before else None
         out["low"] = low
-        out["deploy_s"] = (deployed_at - DRIFT_AFTER_S) if deployed_at is not None else None
         x, y = scenarios.drifting_machine(3000, np.random.default_rng(21), drifted=True)
         for key, path in (("model_before", rt.initial_model), ("model_after", rt.deploy_model)):
             est = SklearnEstimator()
@@ -84,9 +89,13 @@ def drift_recovery(work: Path) -> None:
     def pct(v: Any) -> str:
         return f"{v:.1%}" if isinstance(v, float) else "-"
 
+    after = r.get("after") or []
     print(f"   live accuracy (last 200 labelled): before the drift {pct(r.get('before'))}, lowest after it"
-          f" {pct(r.get('low'))}, 25 s after the deployment {pct(r.get('after'))}")  # fmt: skip
-    print(f"   on 3000 drifted samples: initial model {pct(r['model_before'])}, deployed model {pct(r['model_after'])}")
-    print(f"   hard examples labelled into the Dataset by the deployment: {r.get('labelled')}")
-    deploy = r.get("deploy_s")
-    print(f"   seconds from the drift to the deployment: {deploy:.1f}" if deploy is not None else "   no deployment")
+          f" {pct(r.get('low'))}")  # fmt: skip
+    for i, (at, acc, n) in enumerate(zip(r["deploy_s"], after, r["labelled"], strict=False), start=1):
+        print(f"   deployment {i}: {at:.1f} s after the drift, {n} hard examples labelled by then;"
+              f" live accuracy 25 s later {pct(acc) if acc is not None else '- (the next deployment came sooner)'}")  # fmt: skip
+    if not r["deploy_s"]:
+        print("   no deployment")
+    print(f"   on 3000 drifted samples: initial model {pct(r['model_before'])}, deployed model at the end"
+          f" {pct(r['model_after'])}")  # fmt: skip
