@@ -93,8 +93,9 @@ def drift_recovery(work: Path) -> None:
     print(f"   live accuracy (last 200 labelled): before the drift {pct(r.get('before'))}, lowest after it"
           f" {pct(r.get('low'))}")  # fmt: skip
     for i, (at, acc, n) in enumerate(zip(r["deploy_s"], after, r["labelled"], strict=False), start=1):
+        later = pct(acc) if acc is not None else "- (the next deployment came sooner)"
         print(f"   deployment {i}: {at:.1f} s after the drift, {n} hard examples labelled by then;"
-              f" live accuracy 25 s later {pct(acc) if acc is not None else '- (the next deployment came sooner)'}")  # fmt: skip
+              f" live accuracy 25 s later {later}")  # fmt: skip
     if not r["deploy_s"]:
         print("   no deployment")
     print(f"   on 3000 drifted samples: initial model {pct(r['model_before'])}, deployed model at the end"
