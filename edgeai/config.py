@@ -126,6 +126,12 @@ class WorkerEnv:
     model_hot_update_config: str | None = None
     mining_mode: str = "inference-then-mining"
 
+    def hem_config(self, **override: Any) -> dict[str, Any] | None:
+        """Sedna's ``{"method", "param"}`` form of ``HEM_NAME``/``HEM_PARAMETERS`` (None without a HEM_NAME)."""
+        if not self.hem_name:
+            return None
+        return {"method": self.hem_name, "param": {**self.hem_parameters, **override}}
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerEnv:
         e = os.environ if env is None else env

@@ -70,9 +70,7 @@ class IncrementalLearning:
     ) -> None:
         self.env = config or WorkerEnv.from_env()
         self.estimator = Estimator(estimator)
-        hem = hard_example_mining
-        if hem is None and self.env.hem_name:
-            hem = {"method": self.env.hem_name, "param": dict(self.env.hem_parameters)}
+        hem = hard_example_mining if hard_example_mining is not None else self.env.hem_config()
         self.hard_example_mining_algorithm: HemFilter | None = from_config(hem)
         self._lock = threading.Lock()
         self.inference_number = 0

@@ -54,9 +54,7 @@ class JointInference:
         self.estimator = Estimator(estimator)
         if self.env.model_url:
             self.estimator.load(self.env.model_url)
-        hem = hard_example_mining
-        if hem is None and self.env.hem_name:
-            hem = {"method": self.env.hem_name, "param": dict(self.env.hem_parameters)}
+        hem = hard_example_mining if hard_example_mining is not None else self.env.hem_config()
         self.hard_example_mining_algorithm: HemFilter | None = from_config(hem)
         self.cloud = ModelClient(
             self.env.job_name, self.env.big_model_ip, self.env.big_model_port, self.env.big_model_timeout_s
@@ -78,12 +76,7 @@ class JointInference:
 
         A class method, as in Sedna, whose examples call it before building the worker.
         """
-        env = WorkerEnv.from_env()
-        if not env.hem_name:
-            return None
-        params = dict(env.hem_parameters)
-        params.update(param)
-        return {"method": env.hem_name, "param": params}
+        return WorkerEnv.from_env().hem_config(**param)
 
     def owner_info(self) -> dict[str, Any]:
         with self._lock:

@@ -8,8 +8,11 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any, NoReturn
+
+from edgeai.streams import Sample, SampleStream, StreamStalled
 
 
 def setup(name: str) -> logging.Logger:
@@ -71,3 +74,24 @@ class Every:
             self.last = now
             return True
         return False
+
+
+def samples(stream: SampleStream, info: dict[str, Any], log: logging.Logger) -> Iterator[Sample]:
+    """The stream's samples, with its health in ``info`` (the worker's reported metrics): a stall sets
+    ``streamError`` until the next sample, rejected values show as ``streamRejected`` and ``streamLastError``."""
+    it = iter(stream)
+    while True:
+        try:
+            sample = next(it)
+        except StreamStalled as exc:
+            info["streamError"] = str(exc)
+            log.warning("%s", exc)
+            continue
+        except StopIteration:
+            return
+        info.pop("streamError", None)
+        stats = stream.stats
+        if stats.rejected:
+            info["streamRejected"] = stats.rejected
+            info["streamLastError"] = stats.last_error or ""
+        yield sample

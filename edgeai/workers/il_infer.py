@@ -21,8 +21,8 @@ from edgeai.config import ConfigError, Context
 from edgeai.estimator import EstimatorError
 from edgeai.incremental_learning import IncrementalLearning
 from edgeai.models import SklearnEstimator
-from edgeai.streams import SampleStream, StreamConfigError, StreamSpec, StreamStalled
-from edgeai.workers.common import Accuracy, Every, fatal, label_text, setup
+from edgeai.streams import SampleStream, StreamConfigError, StreamSpec
+from edgeai.workers.common import Accuracy, Every, fatal, label_text, samples, setup
 
 
 def load_labeller(name: str | None) -> Callable[[Any, Any], Any] | None:
@@ -70,17 +70,7 @@ def main() -> None:
     saved_count = 0
     try:
         with SampleStream(spec) as stream:
-            it = iter(stream)
-            while True:
-                try:
-                    sample = next(it)
-                except StreamStalled as exc:
-                    il.extra_info["streamError"] = str(exc)
-                    log.warning("%s", exc)
-                    continue
-                except StopIteration:
-                    break
-                il.extra_info.pop("streamError", None)
+            for sample in samples(stream, il.extra_info, log):
                 try:
                     probs, _res, is_hard = il.inference(sample.features)
                 except EstimatorError as exc:
@@ -103,10 +93,6 @@ def main() -> None:
                         f.write(line)
                     saved_count += 1
                     il.extra_info["hardExamplesSaved"] = saved_count
-                stats = stream.stats
-                if stats.rejected:
-                    il.extra_info["streamRejected"] = stats.rejected
-                    il.extra_info["streamLastError"] = stats.last_error or ""
                 if tick():
                     print(json.dumps(il.owner_info()), flush=True)
     except (EstimatorError, ConfigError) as exc:

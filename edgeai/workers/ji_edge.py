@@ -14,8 +14,8 @@ from edgeai.config import ConfigError, Context
 from edgeai.estimator import EstimatorError
 from edgeai.joint_inference import JointInference
 from edgeai.models import SklearnEstimator
-from edgeai.streams import SampleStream, StreamConfigError, StreamSpec, StreamStalled
-from edgeai.workers.common import Accuracy, Every, fatal, label_text, setup
+from edgeai.streams import SampleStream, StreamConfigError, StreamSpec
+from edgeai.workers.common import Accuracy, Every, fatal, label_text, samples, setup
 
 
 def main() -> None:
@@ -36,17 +36,7 @@ def main() -> None:
     slowest_ms = 0.0
     try:
         with SampleStream(spec) as stream:
-            it = iter(stream)
-            while True:
-                try:
-                    sample = next(it)
-                except StreamStalled as exc:
-                    ji.extra_info["streamError"] = str(exc)
-                    log.warning("%s", exc)
-                    continue
-                except StopIteration:
-                    break
-                ji.extra_info.pop("streamError", None)
+            for sample in samples(stream, ji.extra_info, log):
                 started = time.perf_counter()
                 try:
                     is_hard, final, edge, _cloud = ji.inference(sample.features)
@@ -67,10 +57,6 @@ def main() -> None:
                     ji.extra_info.update(
                         {"edgeAccuracy": edge_acc.value, "accuracy": final_acc.value, "labelledNumber": edge_acc.total}
                     )
-                stats = stream.stats
-                if stats.rejected:
-                    ji.extra_info["streamRejected"] = stats.rejected
-                    ji.extra_info["streamLastError"] = stats.last_error or ""
                 if tick():
                     print(json.dumps({"hard": is_hard, "result": estimator.label(final), **ji.owner_info()}),
                           flush=True)
