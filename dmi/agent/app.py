@@ -104,7 +104,7 @@ class Agent:
         self.started.set()
 
     async def _start_cluster(self) -> None:
-        from dmi.agent.kube import make_client
+        from dmi.agent.kube import make_client, make_status_patcher
         from dmi.agent.kube_source import KubeSource
         from dmi.agent.kube_status import StatusWriter
 
@@ -128,6 +128,7 @@ class Agent:
             self.config.status_interval_s,
             self.config.status_qps,
             self.config.status_burst,
+            patcher=make_status_patcher(None if self.config.in_cluster else self.config.kubeconfig),
         )
         self.status_writer.start()
 

@@ -8,8 +8,11 @@ generated client of every Kubernetes API, most of which an edge agent never uses
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 GROUP = "devices.kubeedge.io"
 VERSION = "v1beta1"
@@ -52,6 +55,21 @@ def make_client(kubeconfig: Path | None) -> Any:
             f"cannot load the Kubernetes configuration from {where}: {exc}. Hint: --kubeconfig PATH"
         ) from exc
     return AsyncClient(config=config, field_manager="kubeedge-mapper")
+
+
+def make_status_patcher(kubeconfig: Path | None) -> Any:
+    """The aiohttp transport of status patches for the same configuration (see kube_http), or None when the
+    configuration authenticates in a way only lightkube handles."""
+    from lightkube import KubeConfig
+
+    from dmi.agent.kube_http import StatusPatcher
+
+    try:
+        config = KubeConfig.from_file(str(kubeconfig)) if kubeconfig is not None else KubeConfig.from_service_account()
+        return StatusPatcher.from_lightkube(config.get())
+    except Exception as exc:  # lightkube loaded it: it can carry the writes, only slower
+        log.warning("status writes go through lightkube (the fast transport cannot use this configuration: %s)", exc)
+        return None
 
 
 def clean(doc: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from lightkube.types import PatchType
 
 from dmi.agent.inventory import Inventory
 from dmi.agent.kube import resources
+from dmi.agent.kube_http import StatusPatcher
 from dmi.agent.ratelimit import TokenBucket
 from dmi.agent.status import device_status_doc, status_body
 from dmi.agent.store import AgentStore
@@ -48,8 +49,11 @@ class StatusWriter:
         qps: float = 600.0,
         burst: int = 1000,
         concurrency: int = 16,
+        patcher: StatusPatcher | None = None,
     ) -> None:
         self.client = client
+        #: the fast path for patches (aiohttp); None: every request through lightkube
+        self.patcher = patcher
         self.store = store
         self._inventory = inventory
         self.target = target
@@ -82,6 +86,8 @@ class StatusWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.patcher is not None:
+            await self.patcher.close()
 
     def mark(self, key: ObjectKey) -> None:
         self._dirty.setdefault(key, time.monotonic())
@@ -150,36 +156,48 @@ class StatusWriter:
         if device is None:
             return True  # no longer ours: nothing to write
         twins, state = self.store.twins(key), self.store.state(key)
-        patch = {"status": status_body(twins, state)}
         try:
-            if self.target == "device":
-                await self.client.patch(self._device_res, key.name, patch, namespace=key.namespace, patch_type=MERGE)
-            else:
-                try:
-                    await self.client.patch(
-                        self._status_res, key.name, patch, namespace=key.namespace, patch_type=MERGE
-                    )
-                except ApiError as exc:
-                    if exc.status.code != 404:
-                        raise
-                    await self._create(key, device_status_doc(dict(device.resource.document), twins, state))
-        except ApiError as exc:
-            code = exc.status.code
-            if code == 409:
-                self.conflicts += 1
-                return False
-            self.failures += 1
-            reason = f"{code} {exc.status.reason}: {exc.status.message}"
-            if (key, reason) not in self._logged:
-                self._logged.add((key, reason))
-                log.error("cluster refused the status of device %s: %s", key, reason)
-            return False
+            code, reason, message = await self._send(key, {"status": status_body(twins, state)}, device, twins, state)
         except asyncio.CancelledError:
             raise
         except Exception:
             return None
+        if code == 409:
+            self.conflicts += 1
+            return False
+        if code >= 300:
+            self.failures += 1
+            text = f"{code} {reason}: {message}"
+            if (key, text) not in self._logged:
+                self._logged.add((key, text))
+                log.error("cluster refused the status of device %s: %s", key, text)
+            return False
         self.writes += 1
         return True
+
+    async def _send(
+        self, key: ObjectKey, patch: dict[str, Any], device: Any, twins: Any, state: Any
+    ) -> tuple[int, str, str]:
+        """The patch (and the DeviceStatus's creation when it is missing): the answer's code, reason, message."""
+        try:
+            if self.patcher is not None:
+                res = await self.patcher.patch(self.target, key.namespace, key.name, patch)
+                code, reason, message = res.code, res.reason, res.message
+            elif self.target == "device":
+                await self.client.patch(self._device_res, key.name, patch, namespace=key.namespace, patch_type=MERGE)
+                code, reason, message = 200, "", ""
+            else:
+                await self.client.patch(self._status_res, key.name, patch, namespace=key.namespace, patch_type=MERGE)
+                code, reason, message = 200, "", ""
+        except ApiError as exc:
+            code, reason, message = exc.status.code or 500, exc.status.reason or "", exc.status.message or ""
+        if code == 404 and self.target != "device":
+            try:
+                await self._create(key, device_status_doc(dict(device.resource.document), twins, state))
+            except ApiError as exc:
+                return exc.status.code or 500, exc.status.reason or "", exc.status.message or ""
+            return 200, "", ""
+        return code, reason, message
 
     async def _create(self, key: ObjectKey, doc: dict[str, Any]) -> None:
         try:
