@@ -278,6 +278,13 @@ async def test_a_sedna_style_worker_script_runs_with_only_its_imports_changed(tm
         # The script's override (threshold 0.9) beat the CR's 0.1: 39 of these 60 inputs are hard at 0.9, 6 at 0.1.
         lines = [line for line in log.splitlines() if line.startswith(("True ", "False "))]
         assert len(lines) == 60
+        res = CliRunner().invoke(app, ["ai", "get", "ji", "helmet", "-o", "yaml", "--state-dir", str(tmp_path / "ai")])
+        assert res.exit_code == 0, res.output
+        shown = yaml.safe_load(res.output)
+        assert shown["kind"] == "JointInferenceService" and shown["status"]["metrics"] == st()["metrics"]
+        assert {"key": "inferenceNumber", "value": "60"} in shown["status"]["metrics"]
+        table = CliRunner().invoke(app, ["ai", "get", "ji", "--state-dir", str(tmp_path / "ai")])
+        assert "helmet" in table.output and "inferences 60" in table.output
         assert sum(1 for line in lines if line.startswith("True ['cloud',")) == hard and hard > 20
     finally:
         await runner.stop()
