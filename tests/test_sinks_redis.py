@@ -171,3 +171,15 @@ async def test_bad_configuration_is_one_clear_error_and_the_rest_goes_on(
         await until(lambda: fleet.counts["dev-bad"][0] > reads + 10, what="dev-bad keeps collecting")
         if case in ("unreachable", "wrong database"):
             await until(lambda: len(stored(server, "kubeedge:default:dev-good:p0")) > 5, what="good sink works")
+
+
+async def test_min_idle_conns_are_opened_up_front(server: Server, secret: Path, make_agent: Any, sockdir: Path) -> None:
+    push = redis_push(server)
+    push["dbMethod"]["redis"]["redisClientConfig"].update({"poolsize": 8, "minIdleConns": 5})
+    admin = redis.Redis(port=server.port, password=PASSWORD)
+    before = len(admin.client_list())  # the admin connection itself
+    async with seq_mapper(make_agent, sockdir, [seq_device("dev-i", ["INT"], push)], ["INT"], settings(secret)) as _:
+        await until(lambda: len(stored(server, "kubeedge:default:dev-i:p0")) >= 2, what="points in redis")
+        # minIdleConns connections stay open beside the one each write uses.
+        assert len(admin.client_list()) - before >= 5
+    admin.close()

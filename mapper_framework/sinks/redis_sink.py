@@ -41,6 +41,8 @@ class RedisSink(Sink):
         self._db = config.db
         # One worker writes one batch at a time: the pool rarely needs more than a connection or two.
         self._poolsize = config.poolsize or 10
+        # go-redis's MinIdleConns: connections opened up front and kept, so a burst does not wait for handshakes.
+        self._min_idle = max(0, min(config.minIdleConns, self._poolsize))
         self._settings = settings
         self._client: Any = None
 
@@ -60,6 +62,11 @@ class RedisSink(Sink):
                 socket_connect_timeout=3,
                 socket_timeout=10,
             )
+            if self._min_idle:
+                pool = self._client.connection_pool
+                warm = [await pool.get_connection() for _ in range(self._min_idle)]
+                for conn in warm:
+                    await pool.release(conn)
         return self._client
 
     async def _reset(self) -> None:
