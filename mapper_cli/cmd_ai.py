@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -208,10 +207,6 @@ def manifests_cmd(
     ]
     typer.echo("\n".join(head))
     typer.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
-
-
-class Scenario(StrEnum):
-    machine = "machine"
 
 
 @ai_app.command("init")
