@@ -119,8 +119,11 @@ def shortest_float32(value: float) -> float:
     target = struct.pack("<f", value)
     for digits in range(1, 10):
         candidate = float(f"{value:.{digits}g}")
-        if struct.pack("<f", candidate) == target:
-            return candidate
+        try:
+            if struct.pack("<f", candidate) == target:
+                return candidate
+        except OverflowError:
+            continue  # near float32's limit a short decimal can round past it (-3.4e38 for -3.4027975e38)
     return value
 
 

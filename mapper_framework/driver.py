@@ -196,6 +196,12 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     return value
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    # Resolving string annotations is slow, and a fleet parses the same few config classes thousands of times.
+    return typing.get_type_hints(cls)
+
+
 def parse_config(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
     """Build the driver's config dataclass ``cls`` from decoded configData.
 
@@ -206,7 +212,7 @@ def parse_config(cls: type[Any], data: Mapping[str, Any], where: str) -> Any:
     """
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls.__name__} must be a dataclass")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if not f.init:

@@ -31,6 +31,7 @@ from mapper_framework.values import PropertyValueError, format_value, parse_valu
 log = logging.getLogger(__name__)
 
 STATES = ("ok", "online", "offline", "unhealthy", "unknown")
+_FREE_TEXT = frozenset(("string", "bytes", "stream"))
 
 
 @dataclass(slots=True)
@@ -205,22 +206,24 @@ class DeviceRuntime:
 
     async def _collect(self, cycle_ms: int, props: list[PropertySpec], report: list[PropertySpec]) -> None:
         sent: dict[str, tuple[int, str]] = {}
+        visitors = [self._visitors[p.name] for p in props]
         async for _ in self._every(cycle_ms, len(props)):
-            await self._collect_round(props)
+            await self._collect_round(props, visitors)
             if report:
                 twins = self.twin_values(report, sent)
                 if twins:
                     self._report(self.spec.key, twins)
 
-    async def _collect_round(self, props: list[PropertySpec]) -> None:
+    async def _collect_round(self, props: list[PropertySpec], visitors: list[Any]) -> None:
         try:
-            results = await self.driver.read_many([self._visitors[p.name] for p in props])
+            results = await self.driver.read_many(visitors)
         except Exception as exc:
             results = [exc] * len(props)
         stamp = now_ms()
         good = 0
+        twins = self.twins
         for prop, result in zip(props, results, strict=True):
-            twin = self.twins[prop.name]
+            twin = twins[prop.name]
             if isinstance(result, BaseException):
                 twin.failures += 1
                 twin.errors += 1
@@ -237,7 +240,8 @@ class DeviceRuntime:
                 if twin.failures == 1:
                     log.warning("device %s property %s: %s", self.spec, prop.name, twin.error)
                 continue
-            if not reportable(text) and prop.name not in self._warned_values:
+            # Only free text can break edgecore's twin rule: numbers and booleans are formatted to fit it.
+            if prop.type in _FREE_TEXT and not reportable(text) and prop.name not in self._warned_values:
                 self._warned_values.add(prop.name)
                 log.warning(
                     "device %s property %s: value %r breaks edgecore's twin rule ^[a-zA-Z0-9-_.,:/@#]{1,512}$;"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from pathlib import Path
 
 import grpc
@@ -97,4 +98,7 @@ def test_shortest_float32() -> None:
     assert shortest_float32(float(wrappers_pb2.FloatValue(value=0.1).value)) == 0.1
     assert shortest_float32(float(wrappers_pb2.FloatValue(value=21.5).value)) == 21.5
     assert math.isnan(shortest_float32(float("nan")))
+    # Near float32's limit a shorter decimal rounds past it; that must not raise (it did: OverflowError).
+    near_max = struct.unpack(">f", bytes.fromhex("ff7fff7f"))[0]
+    assert struct.pack(">f", shortest_float32(near_max)) == bytes.fromhex("ff7fff7f")
     assert to_cr_value(502.0) == 502 and to_cr_value(1.5) == 1.5

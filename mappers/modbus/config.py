@@ -7,7 +7,9 @@ so a wrong register or data type is reported once per device and property, namin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mapper_framework.driver import ConfigError
 
@@ -139,6 +141,9 @@ class ModbusVisitorConfig:
     table: str = field(init=False, default="")
     kind: str = field(init=False, default="")
     count: int = field(init=False, default=0)  # registers, or bits for coils and discrete inputs
+    # The codec's decoder for these settings, built on first use (a read happens every cycle; the settings never
+    # change once the CR is parsed).
+    decoder: Callable[[list[int]], Any] | None = field(init=False, default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         entry = TABLES.get(self.register.strip().lower())

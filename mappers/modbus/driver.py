@@ -9,6 +9,7 @@ it does not implement, say) is split into one request per property, and stays sp
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,7 @@ class ReadGroup:
     start: int
     count: int
     members: list[int]  # indexes into the visitors of the round
+    label: str = ""  # describe()'s text, kept: every request carries it for its error messages
 
     def describe(self, visitors: Sequence[ModbusVisitorConfig]) -> str:
         if len(self.members) == 1:
@@ -133,9 +135,9 @@ class ModbusDriver(Driver[ModbusProtocolConfig, ModbusVisitorConfig]):
         config, endpoint = self._ready()
         # Plans are cached per round shape. The entry keeps its visitors: an id is unique only while its object
         # lives, and a one-off read (REST) must never pick up the plan of a visitor that is gone.
-        key = tuple(id(v) for v in visitors)
+        key = tuple(map(id, visitors))
         cached = self._plans.get(key)
-        if cached is not None and all(a is b for a, b in zip(cached[0], visitors, strict=True)):
+        if cached is not None and all(map(operator.is_, cached[0], visitors)):
             groups = cached[1]
         else:
             if len(self._plans) >= 64:
@@ -197,12 +199,10 @@ class ModbusDriver(Driver[ModbusProtocolConfig, ModbusVisitorConfig]):
         group: ReadGroup,
         visitors: Sequence[ModbusVisitorConfig],
     ) -> list[Any]:
+        if not group.label:
+            group.label = group.describe(visitors)
         response = await endpoint.call(
-            _READ[group.table],
-            group.start,
-            count=group.count,
-            slave=config.slaveID,
-            what=group.describe(visitors),
+            _READ[group.table], group.start, count=group.count, slave=config.slaveID, what=group.label
         )
         if group.table in BIT_TABLES:
             return list(response.bits[: group.count])
