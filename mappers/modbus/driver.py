@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -146,7 +147,7 @@ class ModbusDriver(Driver[ModbusProtocolConfig, ModbusVisitorConfig]):
             self._plans[key] = (tuple(visitors), groups)
         results: list[Any] = [None] * len(visitors)
         split: list[ReadGroup] = []
-        for group in list(groups):
+        for group in groups:  # a split below changes the cached plan only after this loop
             try:
                 raw = await self._fetch(config, endpoint, group, visitors)
             except ModbusExceptionResponse as exc:
@@ -219,7 +220,8 @@ class ModbusDriver(Driver[ModbusProtocolConfig, ModbusVisitorConfig]):
             if visitor.table in BIT_TABLES:
                 return decode_bits(visitor, chunk)
             return decode_registers(visitor, chunk)
-        except (CodecError, ValueError) as exc:
+        except (CodecError, ValueError, ArithmeticError, struct.error) as exc:
+            # One property's bad registers must not fail the others of its round.
             return CodecError(f"{visitor.describe()}: cannot decode {chunk}: {exc}")
 
     # ------------------------------------------------------------------ writes
