@@ -31,6 +31,7 @@ import copy
 import json
 import logging
 import random
+import ssl
 import string
 import time
 import uuid
@@ -436,6 +437,7 @@ class KubeApiSimulator:
         history_size: how many write events the watch history keeps; resuming from older gets 410 Expired.
         bookmark_interval: seconds between BOOKMARK events on watches that allow them (real servers: ~1 min).
         register_crds: serve the resources a created CustomResourceDefinition declares, if not already served.
+        ssl_context: serve HTTPS with it (as a real API server does, e.g. for clients with in-cluster config).
 
     Everything runs on the event loop of ``start``: call the Python API from that loop's thread. The direct
     object methods (``create``, ``merge_patch``...) work while the server is stopped too, so a test can change
@@ -451,6 +453,7 @@ class KubeApiSimulator:
         history_size: int = 1000,
         bookmark_interval: float = 60.0,
         register_crds: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._types: dict[tuple[str, str, str], ResourceType] = {}
         for rtype in types:
@@ -460,6 +463,7 @@ class KubeApiSimulator:
         self.history_size = history_size
         self.bookmark_interval = bookmark_interval
         self.register_crds = register_crds
+        self.ssl_context = ssl_context
         self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}  # (resource, namespace, name) -> doc
         self._applied: dict[tuple[str, str, str, str], Any] = {}  # (..., manager) -> last applied configuration
         self._rv = 1
@@ -496,7 +500,7 @@ class KubeApiSimulator:
         # A short shutdown: stop() has already ended the watches, the rest are quick requests.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True)
+        site = web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True, ssl_context=self.ssl_context)
         try:
             await site.start()
         except BaseException:
@@ -521,8 +525,8 @@ class KubeApiSimulator:
 
     @property
     def url(self) -> str:
-        """The server URL, e.g. ``http://127.0.0.1:40123``."""
-        return f"http://127.0.0.1:{self.port}"
+        """The server URL, e.g. ``http://127.0.0.1:40123`` (https with an ``ssl_context``)."""
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     def kubeconfig_dict(self, namespace: str = "default") -> dict[str, Any]:
         """A kubeconfig (as a dict) pointing at the simulator with its token."""

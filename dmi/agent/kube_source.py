@@ -21,6 +21,8 @@ from dmi.agent.kube import clean, resources, to_dict
 from dmi.resources import DeviceModelResource, DeviceResource, ObjectKey, parse_device, parse_model
 from dmi.validate import ValidationReport
 
+ALL_NAMESPACES = "*"  # lightkube's word for a cluster-wide list or watch
+
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST_S = 0.5
@@ -76,7 +78,9 @@ class KubeSource:
         return ObjectKey(meta.get("namespace") or "default", meta.get("name") or "")
 
     async def _list(self, kind: str, res: Any, into: dict[ObjectKey, dict[str, Any]]) -> str:
-        listing = self.client.list(res)
+        # Every namespace: the client's default one (the kubeconfig context's, or the service account's in a pod)
+        # says where the agent runs, not where the Devices of this node live.
+        listing = self.client.list(res, namespace=ALL_NAMESPACES)
         fresh: dict[ObjectKey, dict[str, Any]] = {}
         async for obj in listing:
             doc = to_dict(obj)
@@ -104,7 +108,7 @@ class KubeSource:
                     if not self.connected:
                         log.info("cluster: %s listed (%d of this node's)", kind, len(into))
                     self.connected = True
-                async for event, obj in self.client.watch(res, resource_version=version):
+                async for event, obj in self.client.watch(res, namespace=ALL_NAMESPACES, resource_version=version):
                     doc = to_dict(obj)
                     version = str((doc.get("metadata") or {}).get("resourceVersion") or version)
                     self._apply(kind, event, doc, into)
