@@ -672,7 +672,6 @@ _DB_REQUIRED = {
 }
 
 
-
 def _check_document(loaded: LoadedDocument) -> tuple[list[Issue], str | None]:
     """Issues of one document on its own, and its kind when it is one of ours."""
     check = _DocumentCheck(loaded)

@@ -38,6 +38,11 @@ class Driver(ABC, Generic[P, V]):
 
     protocol_config: ClassVar[type[Any]]
     visitor_config: ClassVar[type[Any]]
+    # True when ``state`` answers at once and every read is bounded by a timeout: the SDK then probes the state
+    # right after the collect round of the same cycle instead of on a timer of its own, one wake-up per device and
+    # cycle instead of two (it counts at a thousand devices). Leave it False when either can block for long: a
+    # hung read would then hold up the state reports too.
+    probe_after_reads: ClassVar[bool] = False
 
     @abstractmethod
     async def connect(self, config: P) -> None:

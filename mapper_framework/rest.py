@@ -244,8 +244,9 @@ class RestApi:
                     try:
                         points = await sink.read((runtime.spec.namespace, runtime.spec.name, prop.name), limit)
                     except Exception as exc:
-                        log.warning("device %s property %s: reading back %s failed: %s", runtime.spec, prop.name,
-                                    sink.name, exc)
+                        log.warning(
+                            "device %s property %s: reading back %s failed: %s", runtime.spec, prop.name, sink.name, exc
+                        )
                         entry["error"] = f"device {runtime.spec} property {prop.name}: sink {sink.name}: {exc}"
                     else:
                         entry["points"] = [{"timestamp": p.timestamp, "value": p.value, "type": p.type} for p in points]
@@ -312,14 +313,26 @@ class RestApi:
         if self.push is not None:
             dests = sorted(self.push.destinations.values(), key=lambda d: d.name)
             for metric_name, kind, help_, get in (
-                ("mapper_push_points_total", "counter", "Points (records) written by each push destination.",
-                 lambda d: d.stats.sent),
+                (
+                    "mapper_push_points_total",
+                    "counter",
+                    "Points (records) written by each push destination.",
+                    lambda d: d.stats.sent,
+                ),
                 ("mapper_push_batches_total", "counter", "Successful batch writes.", lambda d: d.stats.batches),
-                ("mapper_push_retries_total", "counter", "Failed writes retried with backoff.",
-                 lambda d: d.stats.retries),
+                (
+                    "mapper_push_retries_total",
+                    "counter",
+                    "Failed writes retried with backoff.",
+                    lambda d: d.stats.retries,
+                ),
                 ("mapper_push_queue_depth", "gauge", "Points waiting for the destination.", lambda d: len(d.queue)),
-                ("mapper_push_dropped_total", "counter", "Points dropped (queue full, or refused for good).",
-                 lambda d: d.stats.dropped),
+                (
+                    "mapper_push_dropped_total",
+                    "counter",
+                    "Points dropped (queue full, or refused for good).",
+                    lambda d: d.stats.dropped,
+                ),
             ):
                 metric(metric_name, kind, help_, [({"sink": d.name}, get(d)) for d in dests])
         # Leak watch: both stay flat on a healthy mapper, whatever its devices go through.

@@ -152,18 +152,19 @@ class DeviceRuntime:
                 reports.setdefault(prop.report_cycle_ms, []).append(prop)
         # A report group whose cycle is also a collect cycle goes out right after that collect round (a value
         # waits for its RPC only, not for a separate tick up to a cycle later); the others get their own loop.
-        # The state probe rides on the collect loop of its own cycle when there is one: the same schedule, one
-        # wake-up instead of two per device and cycle (at a thousand devices, a tenth of the mapper's CPU). It
-        # then runs right after the round, so a round that failed is seen at once.
+        # With a driver that allows it (Driver.probe_after_reads), the state probe rides on the collect loop of its
+        # own cycle: the same schedule, one wake-up instead of two per device and cycle (at a thousand Modbus
+        # devices, a tenth of the mapper's CPU), and a failed round is seen at once.
         probe_ms = self.spec.state_report_cycle_ms or self._settings.probe_ms
+        ride = probe_ms if getattr(self.driver, "probe_after_reads", False) and probe_ms in groups else None
         self._tasks += [
-            asyncio.create_task(self._collect(c, ps, reports.get(c, []), probe=c == probe_ms))
+            asyncio.create_task(self._collect(c, ps, reports.get(c, []), probe=c == ride))
             for c, ps in sorted(groups.items())
         ]
         self._tasks += [
             asyncio.create_task(self._reporting(c, ps)) for c, ps in sorted(reports.items()) if c not in groups
         ]
-        if probe_ms not in groups:
+        if ride is None:
             self._tasks.append(asyncio.create_task(self._probe_state(probe_ms)))
         await self.apply_desired()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -71,6 +72,51 @@ def pod_command(account: Path, args: list[str]) -> list[str]:
     return ["unshare", *userns, "--mount", "--propagation", "private", "sh", "-c", script, "pod", *args]
 
 
+class PodAgent:
+    """``mapper agent --in-cluster`` started as a pod would start it, with ``ca`` as the cluster CA it is given."""
+
+    def __init__(self, sim: KubeApiSimulator, ca: Path, sockdir: Path, tmp_path: Path) -> None:
+        account = tmp_path / "account"
+        account.mkdir()
+        (account / "token").write_text(TOKEN)
+        (account / "namespace").write_text("kubeedge")
+        shutil.copy(ca, account / "ca.crt")
+        self.socket = sockdir / "dmi.sock"
+        self.log = tmp_path / "agent.log"
+        args = [
+            sys.executable, "-m", "mapper_cli.main", "agent", "--in-cluster",
+            "--socket", str(self.socket), "--state-dir", str(tmp_path / "state"),
+            "--status-interval", "0.2", "--log-level", "info",
+        ]  # fmt: skip
+        env = {
+            **os.environ,
+            "ACCOUNT": str(account),
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": str(sim.port),
+            "NODE_NAME": "edge-1",
+            "PYTHONPATH": str(ROOT),
+        }
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(pod_command(account, args), env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    async def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.proc.wait, 15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                await asyncio.to_thread(self.proc.wait)
+        return self.proc.returncode
+
+
+def refused_for_auth(log_text: str) -> bool:
+    return bool(re.search(r"HTTP/1\.1 (401|403)|Unauthorized|Forbidden", log_text))
+
+
 async def test_in_cluster_agent_serves_this_nodes_devices_and_writes_their_status(
     api: tuple[KubeApiSimulator, Path], sockdir: Path, tmp_path: Path
 ) -> None:
@@ -82,41 +128,19 @@ async def test_in_cluster_agent_serves_this_nodes_devices_and_writes_their_statu
     # The agent's own namespace (the service account's) says nothing about where this node's Devices live.
     sim.create(in_namespace(crs.model("thermo"), "plant-a"))
     sim.create(in_namespace(on_node(fast_device("dev-c"), "edge-1"), "plant-a"))
-    account = tmp_path / "account"
-    account.mkdir()
-    (account / "token").write_text(TOKEN)
-    (account / "namespace").write_text("kubeedge")
-    shutil.copy(ca, account / "ca.crt")
-
-    socket = sockdir / "dmi.sock"
-    log_path = tmp_path / "agent.log"
-    agent_args = [
-        sys.executable, "-m", "mapper_cli.main", "agent", "--in-cluster",
-        "--socket", str(socket), "--state-dir", str(tmp_path / "state"),
-        "--status-interval", "0.2", "--log-level", "info",
-    ]  # fmt: skip
-    env = {
-        **os.environ,
-        "ACCOUNT": str(account),
-        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
-        "KUBERNETES_SERVICE_PORT": str(sim.port),
-        "NODE_NAME": "edge-1",
-        "PYTHONPATH": str(ROOT),
-    }
-    with log_path.open("wb") as out:
-        agent = subprocess.Popen(pod_command(account, agent_args), env=env, stdout=out, stderr=subprocess.STDOUT)
+    agent = PodAgent(sim, ca, sockdir, tmp_path)
     fleet = FakeFleet()
     mapper: Mapper | None = None
     try:
-        await until(lambda: socket.is_socket() or agent.poll() is not None, timeout=20, what="the agent's socket")
-        assert agent.poll() is None, f"the agent exited:\n{log_path.read_text()}"
+        await until(lambda: agent.socket.is_socket() or agent.proc.poll() is not None, 20, "the agent's socket")
+        assert agent.proc.poll() is None, f"the agent exited:\n{agent.text()}"
         config = config_from_dict(
             {
                 "grpc_server": {"socket_path": str(sockdir / "testproto.sock")},
                 "common": {
                     "name": "test-mapper",
                     "protocol": "testproto",
-                    "edgecore_sock": str(socket),
+                    "edgecore_sock": str(agent.socket),
                     "http_port": "0",
                 },
                 "report": {"retry_initial_s": 0.05, "retry_max_s": 0.5},
@@ -129,28 +153,45 @@ async def test_in_cluster_agent_serves_this_nodes_devices_and_writes_their_statu
         assert "dev-b" not in fleet.devices
 
         fleet.devices["dev-a"].registers[0] = 321
+        fleet.devices["dev-c"].registers[0] = 654
 
-        def reported() -> str | None:
-            doc = sim.get("devicestatuses", "default", "dev-a")
+        def reported(namespace: str, name: str) -> str | None:
+            doc = sim.get("devicestatuses", namespace, name)
             for twin in ((doc or {}).get("status") or {}).get("twins", []):
                 if twin["propertyName"] == "temperature":
                     return str(twin["reported"]["value"])
             return None
 
-        await until(lambda: reported() == "321", timeout=20, what="the twin in dev-a's DeviceStatus")
+        await until(lambda: reported("default", "dev-a") == "321", 20, "the twin in dev-a's DeviceStatus")
+        await until(lambda: reported("plant-a", "dev-c") == "654", 20, "the twin in plant-a/dev-c's DeviceStatus")
         # Both the list+watch client and the status writer took the pod's configuration: HTTPS to the service
-        # address, verified with the account's CA, the account's token on every request (the simulator refuses
-        # any other), and the fast status transport rather than the fallback.
+        # address, verified with the account's CA (see the test below), the account's token on every request (the
+        # simulator refuses any other), and the fast status transport rather than the fallback.
         assert sim.requests[("watch", "devices")] >= 1
         assert sim.requests[("patch", "devicestatuses")] >= 1
-        log_text = log_path.read_text()
-        assert "go through lightkube" not in log_text, log_text
-        assert "401" not in log_text and "Unauthorized" not in log_text, log_text
+        assert "go through lightkube" not in agent.text(), agent.text()
+        assert not refused_for_auth(agent.text()), agent.text()
     finally:
         if mapper is not None:
             await mapper.stop()
-        if agent.poll() is None:
-            agent.send_signal(signal.SIGTERM)
-            await asyncio.to_thread(agent.wait, 15)
-    assert agent.returncode == 0, log_path.read_text()
+        returncode = await agent.stop()
+    assert returncode == 0, agent.text()
     assert os.path.exists("/var/run/secrets") == host_had_secrets, "the pod's files leaked onto the host"
+
+
+async def test_in_cluster_agent_verifies_the_api_server_with_the_accounts_ca(
+    api: tuple[KubeApiSimulator, Path], sockdir: Path, tmp_path: Path
+) -> None:
+    """Given another CA than the one that signed the server's certificate, the agent connects to nothing."""
+    sim, _ = api
+    sim.create(crs.model("thermo"))
+    sim.create(on_node(fast_device("dev-a"), "edge-1"))
+    other = tmp_path / "other-ca"
+    other.mkdir()
+    agent = PodAgent(sim, make_certs(other)["ca"], sockdir, tmp_path)
+    try:
+        await until(lambda: "CERTIFICATE_VERIFY_FAILED" in agent.text(), 20, "a certificate error in the agent's log")
+        assert agent.proc.poll() is None, "the agent must keep running (and retrying), not exit"
+        assert sum(sim.requests.values()) == 0, f"requests reached the API server: {dict(sim.requests)}"
+    finally:
+        await agent.stop()

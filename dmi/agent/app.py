@@ -116,8 +116,9 @@ class Agent:
         except TimeoutError:
             # Edge autonomy: the cluster is away, the mappers get the devices this agent served last time.
             log.warning(
-                "cluster API not reachable within %.0f s: serving the %d device(s) cached from last time",
+                "cluster API not reachable within %.0f s (%s): serving the %d device(s) cached from last time",
                 self.config.cluster_wait_s,
+                self.kube_source.last_error or "no answer yet",
                 len(self.inventory.devices),
             )
         self.status_writer = StatusWriter(

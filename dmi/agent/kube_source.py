@@ -43,6 +43,7 @@ class KubeSource:
         self.models: dict[ObjectKey, dict[str, Any]] = {}
         self.synced = asyncio.Event()  # both resources listed once and the snapshot handed over
         self.connected = False
+        self.last_error = ""  # why the API server could not be reached, the last time it could not
         self.relists = 0
         self.watch_restarts = 0
         self._listed: set[str] = set()
@@ -126,9 +127,17 @@ class KubeSource:
                 self.connected = False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
-            except Exception as exc:  # connection refused, reset, timeout: the API server is away
-                if self.connected:
-                    log.warning("cluster API unreachable (%s); serving the last known devices", type(exc).__name__)
+            except Exception as exc:  # connection refused, reset, timeout, TLS: the API server is away
+                reason = f"{type(exc).__name__}: {exc}"[:300]
+                if self.connected or reason != self.last_error:
+                    # Once per outage and per new reason: a wrong address, CA or token must be visible from the
+                    # first attempt, not only after a first success.
+                    log.warning(
+                        "cluster API unreachable (%s); serving the last known devices, retrying with backoff. "
+                        "Hint: check the server address, its CA and the token of the kubeconfig or service account",
+                        reason,
+                    )
+                self.last_error = reason
                 self.connected = False
                 self.watch_restarts += 1
                 await asyncio.sleep(delay)

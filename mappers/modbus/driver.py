@@ -94,6 +94,7 @@ class ModbusDriver(Driver[ModbusProtocolConfig, ModbusVisitorConfig]):
 
     protocol_config = ModbusProtocolConfig
     visitor_config = ModbusVisitorConfig
+    probe_after_reads = True  # state() looks at the connection only; every request has the endpoint's timeout
 
     def __init__(self, device: str = "", pool: EndpointPool | None = None) -> None:
         self.device = device
