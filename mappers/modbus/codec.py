@@ -89,6 +89,8 @@ def decode_registers(visitor: ModbusVisitorConfig, registers: list[int]) -> Any:
     """The value of a register-table property from its ``visitor.count`` registers."""
     decoder = visitor.decoder
     if decoder is None:
+        if visitor.kind not in _STRUCT:
+            return decode_general(visitor, registers)  # booleans and text: nothing to precompute
         decoder = visitor.decoder = compile_decoder(visitor)
     return decoder(registers)
 

@@ -12,7 +12,7 @@ import logging
 import operator
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mapper_framework.driver import Driver
@@ -52,7 +52,7 @@ class ReadGroup:
     start: int
     count: int
     members: list[int]  # indexes into the visitors of the round
-    label: str = ""  # describe()'s text, kept: every request carries it for its error messages
+    label: str = field(default="", compare=False)  # describe()'s text, kept: every request carries it for errors
 
     def describe(self, visitors: Sequence[ModbusVisitorConfig]) -> str:
         if len(self.members) == 1:
