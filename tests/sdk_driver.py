@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dmi.agent.app import Agent
 from dmi.resources import ObjectKey
+from mapper_framework.config import config_from_dict
 from mapper_framework.device import DeviceSpec
 from mapper_framework.driver import Driver
+from mapper_framework.mapper import Mapper
 from tests import crs
 
 
@@ -107,3 +110,24 @@ def fast_device(name: str, desired: str | None = None) -> dict[str, Any]:
 
 def stored(agent: Agent, device: str) -> dict[str, tuple[str | None, str | None]]:
     return {t.property: (t.reported_value, t.desired_value) for t in agent.store.twins(ObjectKey("default", device))}
+
+
+async def start_fake_mapper(edgecore_sock: Path, sockdir: Path, probe_ms: int = 100) -> tuple[Mapper, FakeFleet]:
+    """A "testproto" mapper of FakeDrivers registered with the agent at ``edgecore_sock``, quick to retry."""
+    fleet = FakeFleet()
+    config = config_from_dict(
+        {
+            "grpc_server": {"socket_path": str(sockdir / "testproto.sock")},
+            "common": {
+                "name": "test-mapper",
+                "protocol": "testproto",
+                "edgecore_sock": str(edgecore_sock),
+                "http_port": "0",
+            },
+            "report": {"retry_initial_s": 0.05, "retry_max_s": 0.5},
+            "state": {"probe_ms": probe_ms},
+        }
+    )
+    mapper = Mapper(config, fleet)
+    await mapper.start()
+    return mapper, fleet

@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 
 from dmi.agent.app import Agent, AgentConfig
-from mapper_framework.config import config_from_dict
 from mapper_framework.mapper import Mapper
 from tests import crs
 from tests.k8s_sim import KubeApiSimulator
-from tests.sdk_driver import FakeFleet, fast_device, until
+from tests.sdk_driver import FakeFleet, fast_device, start_fake_mapper, until
 
 GVP_DEVICES = "devices"
 GVP_STATUS = "devicestatuses"
@@ -56,23 +55,7 @@ async def start_agent(api: KubeApiSimulator, sockdir: Path, tmp_path: Path, targ
 
 
 async def start_mapper(agent: Agent, sockdir: Path) -> tuple[Mapper, FakeFleet]:
-    fleet = FakeFleet()
-    config = config_from_dict(
-        {
-            "grpc_server": {"socket_path": str(sockdir / "testproto.sock")},
-            "common": {
-                "name": "test-mapper",
-                "protocol": "testproto",
-                "edgecore_sock": str(agent.socket_path),
-                "http_port": "0",
-            },
-            "report": {"retry_initial_s": 0.05, "retry_max_s": 0.5},
-            "state": {"probe_ms": 100},
-        }
-    )
-    mapper = Mapper(config, fleet)
-    await mapper.start()
-    return mapper, fleet
+    return await start_fake_mapper(agent.socket_path, sockdir)
 
 
 async def one_device_served(

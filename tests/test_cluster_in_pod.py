@@ -26,12 +26,11 @@ from typing import Any
 
 import pytest
 
-from mapper_framework.config import config_from_dict
 from mapper_framework.mapper import Mapper
 from tests import crs
 from tests.brokers import make_certs
 from tests.k8s_sim import KubeApiSimulator
-from tests.sdk_driver import FakeFleet, fast_device, until
+from tests.sdk_driver import fast_device, start_fake_mapper, until
 
 ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN = "pod-service-account-token-7f3a"
@@ -129,25 +128,11 @@ async def test_in_cluster_agent_serves_this_nodes_devices_and_writes_their_statu
     sim.create(in_namespace(crs.model("thermo"), "plant-a"))
     sim.create(in_namespace(on_node(fast_device("dev-c"), "edge-1"), "plant-a"))
     agent = PodAgent(sim, ca, sockdir, tmp_path)
-    fleet = FakeFleet()
     mapper: Mapper | None = None
     try:
         await until(lambda: agent.socket.is_socket() or agent.proc.poll() is not None, 20, "the agent's socket")
         assert agent.proc.poll() is None, f"the agent exited:\n{agent.text()}"
-        config = config_from_dict(
-            {
-                "grpc_server": {"socket_path": str(sockdir / "testproto.sock")},
-                "common": {
-                    "name": "test-mapper",
-                    "protocol": "testproto",
-                    "edgecore_sock": str(agent.socket),
-                    "http_port": "0",
-                },
-                "report": {"retry_initial_s": 0.05, "retry_max_s": 0.5},
-            }
-        )
-        mapper = Mapper(config, fleet)
-        await mapper.start()
+        mapper, fleet = await start_fake_mapper(agent.socket, sockdir)
         await until(lambda: "dev-a" in fleet.devices, timeout=20, what="dev-a (node edge-1) served")
         await until(lambda: "dev-c" in fleet.devices, timeout=20, what="dev-c (namespace plant-a) served")
         assert "dev-b" not in fleet.devices
