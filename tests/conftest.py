@@ -10,11 +10,9 @@ import pytest
 
 from dmi.agent.app import Agent, AgentConfig
 from dmi.v1beta1 import api_pb2_grpc
-from mapper_framework.config import config_from_dict
-from mapper_framework.mapper import Mapper
 from tests import crs
 from tests.peers import short_tmpdir
-from tests.sdk_driver import FakeFleet, fast_device
+from tests.sdk_driver import fast_device, start_fake_mapper
 
 
 @pytest.fixture
@@ -67,21 +65,6 @@ async def stack(make_agent: Any, sockdir: Path) -> Any:
     h = await make_agent()
     crs.write(h.crs, "d.yaml", crs.model("thermo"), fast_device("dev-a", desired="21"), fast_device("dev-b"))
     await h.agent.reload()
-    fleet = FakeFleet()
-    config = config_from_dict(
-        {
-            "grpc_server": {"socket_path": str(sockdir / "testproto.sock")},
-            "common": {
-                "name": "test-mapper",
-                "protocol": "testproto",
-                "edgecore_sock": str(h.agent.socket_path),
-                "http_port": "0",
-            },
-            "report": {"retry_initial_s": 0.05, "retry_max_s": 0.5},
-            "state": {"probe_ms": 100, "failures_offline": 2},
-        }
-    )
-    mapper = Mapper(config, fleet)
-    await mapper.start()
+    mapper, fleet = await start_fake_mapper(h.agent.socket_path, sockdir, failures_offline=2)
     yield h, mapper, fleet
     await mapper.stop()

@@ -112,7 +112,9 @@ def stored(agent: Agent, device: str) -> dict[str, tuple[str | None, str | None]
     return {t.property: (t.reported_value, t.desired_value) for t in agent.store.twins(ObjectKey("default", device))}
 
 
-async def start_fake_mapper(edgecore_sock: Path, sockdir: Path, probe_ms: int = 100) -> tuple[Mapper, FakeFleet]:
+async def start_fake_mapper(
+    edgecore_sock: Path, sockdir: Path, probe_ms: int = 100, failures_offline: int = 3
+) -> tuple[Mapper, FakeFleet]:
     """A "testproto" mapper of FakeDrivers registered with the agent at ``edgecore_sock``, quick to retry."""
     fleet = FakeFleet()
     config = config_from_dict(
@@ -125,7 +127,7 @@ async def start_fake_mapper(edgecore_sock: Path, sockdir: Path, probe_ms: int = 
                 "http_port": "0",
             },
             "report": {"retry_initial_s": 0.05, "retry_max_s": 0.5},
-            "state": {"probe_ms": probe_ms},
+            "state": {"probe_ms": probe_ms, "failures_offline": failures_offline},
         }
     )
     mapper = Mapper(config, fleet)
