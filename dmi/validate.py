@@ -756,7 +756,9 @@ def _check_device_links(loaded: LoadedDocument, models: Mapping[tuple[str, str],
         return check.issues
 
     model_spec = _dict(model.get("spec"))
-    model_props = {p.get("name"): p for _, p in _list_of_dicts(model_spec.get("properties"))}
+    model_props = {
+        p["name"]: p for _, p in _list_of_dicts(model_spec.get("properties")) if isinstance(p.get("name"), str)
+    }
     for n, prop in props:
         name = prop.get("name")
         if not isinstance(name, str) or not name:

@@ -615,6 +615,14 @@ BROKEN: dict[str, tuple[Mutation, list[str]]] = {
         on_device("spec.methods", {"name": "set"}),
         ["bad.yaml[1] spec.methods: expected array, got object"],
     ),
+    # Found by mutating the samples: a model property named by a mapping made the Device's check raise TypeError.
+    "model property name not a string": (
+        on_model("spec.properties[0].name", {"a": 1}),
+        [
+            "bad.yaml[0] spec.properties[0].name: expected string, got object",
+            'bad.yaml[1] spec.properties[0].name: property "temperature" is not defined in DeviceModel "meter-model"',
+        ],
+    ),
 }
 
 
