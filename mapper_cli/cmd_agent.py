@@ -69,6 +69,7 @@ def _config(
     node: str = "",
     status_budget: str = "600:1000",
     status_interval: float = 1.0,
+    namespace: str = "",
 ) -> AgentConfig:
     if devices is not None and not devices.is_dir():
         fail(
@@ -105,6 +106,7 @@ def _config(
         kubeconfig=kubeconfig,
         in_cluster=in_cluster,
         node=node,
+        namespace=namespace,
         status_qps=qps,
         status_burst=burst,
         status_interval_s=status_interval,
@@ -160,6 +162,12 @@ def agent(
     node: Annotated[
         str, typer.Option("--node", help="This node's name: only Devices with this spec.nodeName are served.")
     ] = "",
+    namespace: Annotated[
+        str,
+        typer.Option(
+            "--namespace", help="Only this namespace's Devices and models (default: all, which needs a ClusterRole)."
+        ),
+    ] = "",
     status_budget: Annotated[
         str, typer.Option("--status-budget", help="Status writes to the cluster, QPS:BURST for all devices.")
     ] = "600:1000",
@@ -176,7 +184,7 @@ def agent(
     setup_logging(log_level)
     config = _config(
         socket, state_dir, devices, packing, rate_limit, status_target, poll_interval,
-        kubeconfig, in_cluster, node, status_budget, status_interval,
+        kubeconfig, in_cluster, node, status_budget, status_interval, namespace,
     )  # fmt: skip
     asyncio.run(_run_until_signalled(Agent(config)))
 

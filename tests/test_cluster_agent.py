@@ -35,7 +35,9 @@ async def api() -> AsyncIterator[KubeApiSimulator]:
     await sim.stop()
 
 
-async def start_agent(api: KubeApiSimulator, sockdir: Path, tmp_path: Path, target: str = "devicestatus") -> Agent:
+async def start_agent(
+    api: KubeApiSimulator, sockdir: Path, tmp_path: Path, target: str = "devicestatus", namespace: str = ""
+) -> Agent:
     kubeconfig = tmp_path / "kubeconfig"
     api.kubeconfig(kubeconfig)
     agent = Agent(
@@ -44,6 +46,7 @@ async def start_agent(api: KubeApiSimulator, sockdir: Path, tmp_path: Path, targ
             state_dir=tmp_path / "state",
             kubeconfig=kubeconfig,
             node="edge-1",
+            namespace=namespace,
             status_target="device" if target == "device" else "devicestatus",
             status_interval_s=0.2,
             cluster_wait_s=3.0,
@@ -238,3 +241,31 @@ async def test_crds_install_applies_the_three_crds_and_can_run_again(api: KubeAp
     assert all(w.content_type.startswith("application/apply-patch") for w in api.writes)
     device_crd = api.get("customresourcedefinitions", None, "devices.devices.kubeedge.io")
     assert device_crd is not None and device_crd["spec"]["names"]["kind"] == "Device"
+
+
+def in_namespace(doc: dict[str, Any], namespace: str) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    doc["metadata"]["namespace"] = namespace
+    return doc
+
+
+async def test_every_namespace_by_default_or_only_the_one_asked_for(
+    api: KubeApiSimulator, sockdir: Path, tmp_path: Path
+) -> None:
+    """The kubeconfig's context namespace ("default" here) does not limit what is served; --namespace does (for
+    clusters that grant the agent a namespaced Role only)."""
+    for ns in ("default", "plant-a"):
+        api.create(in_namespace(crs.model("thermo"), ns))
+        api.create(in_namespace(on_node(fast_device(f"dev-{ns}"), "edge-1"), ns))
+    for namespace, expected in (("", {"dev-default", "dev-plant-a"}), ("plant-a", {"dev-plant-a"})):
+        state = tmp_path / (namespace or "all")
+        state.mkdir()
+        agent = await start_agent(api, sockdir, state, namespace=namespace)
+        mapper, fleet = await start_mapper(agent, sockdir)
+        try:
+            await until(lambda f=fleet, e=expected: set(f.devices) >= e, what=f"{sorted(expected)} served")
+            await asyncio.sleep(0.5)  # anything more would have arrived by now
+            assert set(fleet.devices) == expected
+        finally:
+            await mapper.stop()
+            await agent.stop()

@@ -33,10 +33,16 @@ class KubeSource:
     """Keeps ``devices`` (this node's) and ``models`` current; calls ``on_update`` with a snapshot on change."""
 
     def __init__(
-        self, client: Any, node: str, on_update: Callable[[Contents], object], debounce_s: float = 0.05
+        self,
+        client: Any,
+        node: str,
+        on_update: Callable[[Contents], object],
+        debounce_s: float = 0.05,
+        namespace: str = ALL_NAMESPACES,
     ) -> None:
         self.client = client
         self.node = node
+        self.namespace = namespace or ALL_NAMESPACES
         self._on_update = on_update
         self._debounce_s = debounce_s
         self.devices: dict[ObjectKey, dict[str, Any]] = {}
@@ -79,9 +85,9 @@ class KubeSource:
         return ObjectKey(meta.get("namespace") or "default", meta.get("name") or "")
 
     async def _list(self, kind: str, res: Any, into: dict[ObjectKey, dict[str, Any]]) -> str:
-        # Every namespace: the client's default one (the kubeconfig context's, or the service account's in a pod)
-        # says where the agent runs, not where the Devices of this node live.
-        listing = self.client.list(res, namespace=ALL_NAMESPACES)
+        # Every namespace unless told otherwise: the client's default one (the kubeconfig context's, or the service
+        # account's in a pod) says where the agent runs, not where the Devices of this node live.
+        listing = self.client.list(res, namespace=self.namespace)
         fresh: dict[ObjectKey, dict[str, Any]] = {}
         async for obj in listing:
             doc = to_dict(obj)
@@ -109,7 +115,7 @@ class KubeSource:
                     if not self.connected:
                         log.info("cluster: %s listed (%d of this node's)", kind, len(into))
                     self.connected = True
-                async for event, obj in self.client.watch(res, namespace=ALL_NAMESPACES, resource_version=version):
+                async for event, obj in self.client.watch(res, namespace=self.namespace, resource_version=version):
                     doc = to_dict(obj)
                     version = str((doc.get("metadata") or {}).get("resourceVersion") or version)
                     self._apply(kind, event, doc, into)
