@@ -107,13 +107,11 @@ class Agent:
 
     async def _start_cluster(self) -> None:
         from dmi.agent.kube import make_client, make_status_patcher
-        from dmi.agent.kube_source import ALL_NAMESPACES, KubeSource
+        from dmi.agent.kube_source import KubeSource
         from dmi.agent.kube_status import StatusWriter
 
         self._kube_client = make_client(None if self.config.in_cluster else self.config.kubeconfig)
-        self.kube_source = KubeSource(
-            self._kube_client, self.config.node, self._apply, namespace=self.config.namespace or ALL_NAMESPACES
-        )
+        self.kube_source = KubeSource(self._kube_client, self.config.node, self._apply, namespace=self.config.namespace)
         self.kube_source.start()
         try:
             await asyncio.wait_for(self.kube_source.synced.wait(), self.config.cluster_wait_s)

@@ -38,11 +38,11 @@ class KubeSource:
         node: str,
         on_update: Callable[[Contents], object],
         debounce_s: float = 0.05,
-        namespace: str = ALL_NAMESPACES,
+        namespace: str = "",
     ) -> None:
         self.client = client
         self.node = node
-        self.namespace = namespace or ALL_NAMESPACES
+        self.namespace = namespace or ALL_NAMESPACES  # "": every namespace
         self._on_update = on_update
         self._debounce_s = debounce_s
         self.devices: dict[ObjectKey, dict[str, Any]] = {}
