@@ -28,6 +28,7 @@ import json
 import math
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -186,6 +187,22 @@ def run_mapper(work: Path, name: str, groups: list[list[dict[str, Any]]], args: 
         stop(recorder)
 
 
+def wait_for_ports(ports: list[int], sims: list[subprocess.Popen[bytes]], timeout_s: float = 60.0) -> None:
+    """Until every simulator accepts connections (1,000 devices take a few seconds to load)."""
+    deadline = time.monotonic() + timeout_s
+    for port, sim in zip(ports, sims, strict=True):
+        while True:
+            if sim.poll() is not None:
+                raise SystemExit(f"the simulator on port {port} exited at start ({sim.returncode})")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the simulator on port {port} did not listen within {timeout_s:.0f} s") from None
+                time.sleep(0.1)
+
+
 def report_ms(mode: str, args: argparse.Namespace) -> int:
     """``coalesced@10000`` reports every 10 s while reading every cycle; a bare mode name reports every cycle."""
     _, _, tail = mode.partition("@")
@@ -235,18 +252,16 @@ def main() -> None:
                     stderr=subprocess.DEVNULL,
                 )
             )
-        time.sleep(3)
-        for s in sims:
-            if s.poll() is not None:
-                raise SystemExit("a simulator exited at start")
+        wait_for_ports(ports, sims)
         print(f"{args.simulators} simulators up on ports {ports}", file=sys.stderr)
         modes = args.modes.split(",")
         for mode in modes:
             sim_cpu = [CpuWindow(s.pid) for s in sims]
             for c in sim_cpu:
                 c.start()
-            if mode == "bare":
+            if mode.partition("@")[0] == "bare":
                 per_port = math.ceil(args.devices / args.simulators)
+                paced = mode.partition("@")[2]
                 raw = subprocess.run(
                     [
                         *PY,
@@ -255,9 +270,10 @@ def main() -> None:
                         str(args.properties),
                         str(per_port),
                         *map(str, ports),
+                        *(["--rate", paced] if paced else []),
                     ],
                     check=True,
-                    capture_output=True,
+                    stdout=subprocess.PIPE,
                     text=True,
                 ).stdout
                 bare = json.loads(raw)

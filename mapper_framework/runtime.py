@@ -27,7 +27,7 @@ from mapper_framework.device import DeviceSpec, PropertySpec
 from mapper_framework.driver import ConfigError, Driver, StreamNotSupported, parse_config
 from mapper_framework.push import Record
 from mapper_framework.twin_report import TwinReport, add_twins
-from mapper_framework.values import PropertyValueError, format_value, parse_value, reportable
+from mapper_framework.values import PropertyValueError, formatter, parse_value, reportable
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,10 @@ class Twin:
     failures: int = 0  # consecutive
     reads: int = 0
     errors: int = 0  # total
+
+
+# One property of a collect loop: its spec, its twin, its value formatter, whether its text is free (string...).
+_Slot = tuple[PropertySpec, Twin, Callable[[Any], str], bool]
 
 
 def now_ms() -> int:
@@ -218,8 +222,10 @@ class DeviceRuntime:
     ) -> None:
         sent: dict[str, tuple[int, str]] = {}
         visitors = [self._visitors[p.name] for p in props]
+        # What each property's result needs, looked up once: this loop runs for every device every cycle.
+        slots = [(p, self.twins[p.name], formatter(p.type), p.type in _FREE_TEXT) for p in props]
         async for _ in self._every(cycle_ms, len(props)):
-            await self._collect_round(props, visitors)
+            await self._collect_round(slots, visitors)
             if probe:  # before the report: a device's state goes out ahead of its first values, as it always did
                 await self._probe_once()
             if report:
@@ -227,16 +233,15 @@ class DeviceRuntime:
                 if twins:
                     self._report(self.spec.key, twins)
 
-    async def _collect_round(self, props: list[PropertySpec], visitors: list[Any]) -> None:
+    async def _collect_round(self, slots: list[_Slot], visitors: list[Any]) -> None:
         try:
             results = await self.driver.read_many(visitors)
         except Exception as exc:
-            results = [exc] * len(props)
+            results = [exc] * len(slots)
         stamp = now_ms()
         good = 0
-        twins = self.twins
-        for prop, result in zip(props, results, strict=True):
-            twin = twins[prop.name]
+        push = self._push
+        for (prop, twin, fmt, free_text), result in zip(slots, results, strict=True):
             if isinstance(result, BaseException):
                 twin.failures += 1
                 twin.errors += 1
@@ -245,7 +250,7 @@ class DeviceRuntime:
                 twin.error = str(result)
                 continue
             try:
-                text = format_value(result, prop.type)
+                text = fmt(result)
             except (PropertyValueError, TypeError, ValueError) as exc:
                 twin.failures += 1
                 twin.errors += 1
@@ -254,7 +259,7 @@ class DeviceRuntime:
                     log.warning("device %s property %s: %s", self.spec, prop.name, twin.error)
                 continue
             # Only free text can break edgecore's twin rule: numbers and booleans are formatted to fit it.
-            if prop.type in _FREE_TEXT and not reportable(text) and prop.name not in self._warned_values:
+            if free_text and not reportable(text) and prop.name not in self._warned_values:
                 self._warned_values.add(prop.name)
                 log.warning(
                     "device %s property %s: value %r breaks edgecore's twin rule ^[a-zA-Z0-9-_.,:/@#]{1,512}$;"
@@ -265,11 +270,13 @@ class DeviceRuntime:
                 )
             if twin.failures:
                 log.info("device %s property %s: reads recovered", self.spec, prop.name)
-            twin.value, twin.timestamp_ms, twin.error, twin.failures = text, stamp, "", 0
+                twin.error, twin.failures = "", 0
+            twin.value = text
+            twin.timestamp_ms = stamp
             twin.reads += 1
             good += 1
-            if self._push is not None and prop.push_method is not None:
-                self._push(
+            if push is not None and prop.push_method is not None:
+                push(
                     prop.push_method,
                     Record(self.spec.namespace, self.spec.name, prop.name, text, prop.type, stamp),
                     prop.report_cycle_ms,

@@ -9,8 +9,10 @@ the form: INT -> integer text, FLOAT/DOUBLE -> shortest round-trip decimal, BOOL
 from __future__ import annotations
 
 import base64
+import functools
 import math
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -60,6 +62,24 @@ def format_value(value: Any, type_: str) -> str:
         # base64url without padding keeps to edgecore's twin alphabet ('-' and '_' are allowed, '+' '=' are not).
         return base64.urlsafe_b64encode(data).decode().rstrip("=")
     return str(value)
+
+
+def _int_text(value: Any) -> str:
+    # Drivers mostly hand over plain ints: one type check instead of format_value's chain.
+    return str(value) if type(value) is int else format_value(value, "int")
+
+
+def formatter(type_: str) -> Callable[[Any], str]:
+    """``format_value`` for one property type, chosen once (a collect loop formats every value every cycle)."""
+    if type_ == "int":
+        return _int_text
+    if type_ in ("float", "double"):
+        return lambda value: _plain_number(float(value))
+    return functools.partial(_format_as, type_)
+
+
+def _format_as(type_: str, value: Any) -> str:
+    return format_value(value, type_)
 
 
 def _as_bool(value: Any) -> bool:

@@ -15,7 +15,7 @@ from dmi.convert import device_to_proto, model_to_proto
 from dmi.resources import parse_device, parse_model
 from mapper_framework.device import DEFAULT_CYCLE_MS, device_spec
 from mapper_framework.driver import BlockingDriver, ConfigError, ThreadedDriver, parse_config
-from mapper_framework.values import PropertyValueError, format_value, model_type, parse_value, reportable
+from mapper_framework.values import PropertyValueError, format_value, formatter, model_type, parse_value, reportable
 from tests import crs
 
 # --------------------------------------------------------------------------- values
@@ -40,12 +40,17 @@ from tests import crs
 )
 def test_format_value_is_plain_and_passes_edgecore(value: Any, type_: str, text: str) -> None:
     assert format_value(value, type_) == text
+    assert formatter(type_)(value) == text  # the per-property shortcut the collect loop uses
     assert reportable(text)
 
 
 def test_format_value_errors() -> None:
     with pytest.raises(PropertyValueError, match="not an integer"):
         format_value(2.5, "int")
+    with pytest.raises(PropertyValueError, match="not an integer"):
+        formatter("int")(2.5)
+    with pytest.raises(PropertyValueError, match="not a finite number"):
+        formatter("double")(float("inf"))
     with pytest.raises(PropertyValueError, match="not a finite number"):
         format_value(float("nan"), "float")
     with pytest.raises(PropertyValueError, match="not a boolean"):

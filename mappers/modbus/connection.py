@@ -146,10 +146,11 @@ class Endpoint:
     async def call(self, method: str, *args: Any, slave: int, what: str, **kwargs: Any) -> Any:
         """Run one client request (``read_holding_registers`` ...) for ``slave``; ``what`` names it in errors."""
         async with self._lock:
-            await self._ensure_connected()
-            loop = asyncio.get_running_loop()
-            if self._silence_s:
-                wait = self._last_io + self._silence_s - loop.time()
+            if not self._client.connected:
+                await self._ensure_connected()
+            silence = self._silence_s
+            if silence:
+                wait = self._last_io + silence - asyncio.get_running_loop().time()
                 if wait > 0:
                     await asyncio.sleep(wait)
             self.requests += 1
@@ -168,7 +169,8 @@ class Endpoint:
                     f"no response from slave {slave} at {self.name} within {self.timeout_s * 1000:.0f} ms for {what}"
                 ) from None
             finally:
-                self._last_io = loop.time()
+                if silence:  # only RTU keeps the bus quiet between frames
+                    self._last_io = asyncio.get_running_loop().time()
         if response.isError():
             self.failures += 1
             code = int(getattr(response, "exception_code", 0))

@@ -102,6 +102,7 @@ class ModbusDriver(Driver[ModbusProtocolConfig, ModbusVisitorConfig]):
         self._config: ModbusProtocolConfig | None = None
         self._endpoint: Endpoint | None = None
         self._plans: dict[tuple[int, ...], tuple[tuple[ModbusVisitorConfig, ...], list[ReadGroup]]] = {}
+        self._last_round: tuple[Sequence[ModbusVisitorConfig] | None, list[ReadGroup]] = (None, [])
         self._last_error: Exception | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -113,6 +114,7 @@ class ModbusDriver(Driver[ModbusProtocolConfig, ModbusVisitorConfig]):
         self._config = config
         self._endpoint = pool.acquire(config, self.device)
         self._plans.clear()
+        self._last_round = (None, [])
         # A connection failure is not raised: reads report it and the state probe says offline.
         await self._endpoint.connect()
 
@@ -135,17 +137,12 @@ class ModbusDriver(Driver[ModbusProtocolConfig, ModbusVisitorConfig]):
 
     async def read_many(self, visitors: Sequence[ModbusVisitorConfig]) -> list[Any]:
         config, endpoint = self._ready()
-        # Plans are cached per round shape. The entry keeps its visitors: an id is unique only while its object
-        # lives, and a one-off read (REST) must never pick up the plan of a visitor that is gone.
-        key = tuple(map(id, visitors))
-        cached = self._plans.get(key)
-        if cached is not None and all(map(operator.is_, cached[0], visitors)):
-            groups = cached[1]
+        if visitors is self._last_round[0]:
+            # A collect loop passes the same list every cycle (kept alive here, so its identity cannot be reused).
+            groups = self._last_round[1]
         else:
-            if len(self._plans) >= 64:
-                self._plans.clear()
-            groups = plan_reads(visitors, config.coalesce, config.coalesceGap)
-            self._plans[key] = (tuple(visitors), groups)
+            groups = self._plan(config, visitors)
+            self._last_round = (visitors, groups)
         results: list[Any] = [None] * len(visitors)
         split: list[ReadGroup] = []
         for group in groups:  # a split below changes the cached plan only after this loop
@@ -182,6 +179,19 @@ class ModbusDriver(Driver[ModbusProtocolConfig, ModbusVisitorConfig]):
                 ]
         return results
 
+    def _plan(self, config: ModbusProtocolConfig, visitors: Sequence[ModbusVisitorConfig]) -> list[ReadGroup]:
+        # Plans are cached per round shape. The entry keeps its visitors: an id is unique only while its object
+        # lives, and a one-off read (REST) must never pick up the plan of a visitor that is gone.
+        key = tuple(map(id, visitors))
+        cached = self._plans.get(key)
+        if cached is not None and all(map(operator.is_, cached[0], visitors)):
+            return cached[1]
+        if len(self._plans) >= 64:
+            self._plans.clear()
+        groups = plan_reads(visitors, config.coalesce, config.coalesceGap)
+        self._plans[key] = (tuple(visitors), groups)
+        return groups
+
     async def _read_one(
         self, config: ModbusProtocolConfig, endpoint: Endpoint, visitors: Sequence[ModbusVisitorConfig], i: int
     ) -> Any:
@@ -207,8 +217,8 @@ class ModbusDriver(Driver[ModbusProtocolConfig, ModbusVisitorConfig]):
             _READ[group.table], group.start, count=group.count, slave=config.slaveID, what=group.label
         )
         if group.table in BIT_TABLES:
-            return list(response.bits[: group.count])
-        return list(response.registers)
+            return response.bits[: group.count]  # type: ignore[no-any-return]
+        return response.registers  # type: ignore[no-any-return]
 
     def _decode(self, visitor: ModbusVisitorConfig, raw: list[Any], start: int) -> Any:
         at = visitor.offset - start
