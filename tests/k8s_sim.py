@@ -149,6 +149,7 @@ class WriteRecord:
     content_type: str
     body: Any  # parsed JSON/YAML, or the raw text when it did not parse
     code: int = 0  # HTTP status answered
+    received: float = field(default_factory=time.time)  # wall clock, s: when the request's body was read
 
 
 @dataclass

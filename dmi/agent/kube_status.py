@@ -9,13 +9,25 @@ written at most once per ``interval``, always with what the store holds at that 
 and nothing older can overwrite something newer), and every write takes a token from one budget shared by all
 devices, so a thousand busy devices cannot flood the API server. While the API server is away the dirty set
 simply waits; after an agent restart every known device is written once.
+
+Which device gets the next token: the one whose cluster view the write makes newest, i.e. the longest span
+between the report it would carry and the report its last write carried; among equals, the freshest report.
+When the budget covers every report this is plain "write what came in"; when it does not (1,000 devices
+reporting every second against 600 writes/s), devices that were skipped once win over devices written a
+moment ago, so every device is written every second or second report and always just after a report,
+instead of round-robin at random moments with values up to a second old. A write that brings less than 1.5
+intervals of news is optional and takes only tokens above half the burst: the rest stays for the devices whose
+view is falling behind, so their writes never queue for a token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +46,7 @@ from dmi.resources import ObjectKey
 log = logging.getLogger(__name__)
 
 MERGE = PatchType.MERGE
+_NEVER = 1e9  # the gain of a device never written (or whose write did not land): before any other
 
 
 class StatusWriter:
@@ -50,6 +63,7 @@ class StatusWriter:
         burst: int = 1000,
         concurrency: int = 16,
         patcher: StatusPatcher | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         #: the fast path for patches (aiohttp); None: every request through lightkube
@@ -61,7 +75,19 @@ class StatusWriter:
         self._budget = TokenBucket(qps, burst)
         self._device_res, _model_res, self._status_res = resources()
         self._dirty: dict[ObjectKey, float] = {}  # key -> when it became dirty (monotonic)
-        self._last_write: dict[ObjectKey, float] = {}
+        self._last_write: dict[ObjectKey, float] = {}  # key -> when its last write started
+        self._reported: dict[ObjectKey, float] = {}  # key -> when its latest report was committed
+        self._written_report: dict[ObjectKey, float] = {}  # key -> when the report its last write carried came
+        # Dirty devices that may be written now, best first: (-gain, -report time, seq, key). Entries go stale
+        # when a newer report comes or the device is written; they are skipped when popped (and compacted).
+        self._ready: list[tuple[float, float, int, ObjectKey]] = []
+        self._waiting: list[tuple[float, int, ObjectKey]] = []  # dirty, written < interval ago: (due, seq, key)
+        self._waiting_keys: set[ObjectKey] = set()
+        self._seq = itertools.count()
+        self._clock = clock
+        # A write carrying less news than this (s) is optional: it takes only tokens above the reserve.
+        self._urgent_gain = 1.5 * interval_s
+        self._reserve = burst // 2
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._logged: set[tuple[ObjectKey, str]] = set()
@@ -90,39 +116,106 @@ class StatusWriter:
             await self.patcher.close()
 
     def mark(self, key: ObjectKey) -> None:
-        self._dirty.setdefault(key, time.monotonic())
+        now = self._clock()
+        self._dirty.setdefault(key, now)
+        self._reported[key] = now
+        self._queue(key, now)
         self._wake.set()
+
+    # ------------------------------------------------------------------ which device next
+    def _queue(self, key: ObjectKey, now: float) -> None:
+        if key in self._waiting_keys:
+            return  # promoted when its interval is up, with whatever report is latest then
+        due = self._last_write.get(key, -math.inf) + self.interval_s
+        if due > now:
+            self._waiting_keys.add(key)
+            heapq.heappush(self._waiting, (due, next(self._seq), key))
+            return
+        reported = self._reported.get(key, now)
+        gain = reported - self._written_report.get(key, -_NEVER)
+        heapq.heappush(self._ready, (-gain, -reported, next(self._seq), key))
+        if len(self._ready) > 2 * len(self._dirty) + 64:
+            self._compact()
+
+    def _compact(self) -> None:
+        # Under a short budget most reports are superseded before they are written: drop their dead entries.
+        self._ready = [e for e in self._ready if self._valid(e)]
+        heapq.heapify(self._ready)
+
+    def _valid(self, entry: tuple[float, float, int, ObjectKey]) -> bool:
+        key = entry[3]
+        return key in self._dirty and key not in self._waiting_keys and -entry[1] == self._reported.get(key)
+
+    def _promote(self, now: float) -> float | None:
+        """Move the devices whose interval is up to the ready queue; the seconds until the next one, if any."""
+        while self._waiting and self._waiting[0][0] <= now:
+            _due, _seq, key = heapq.heappop(self._waiting)
+            self._waiting_keys.discard(key)
+            if key in self._dirty:
+                self._queue(key, now)
+        return self._waiting[0][0] - now if self._waiting else None
+
+    def _pop_best(self) -> ObjectKey | None:
+        while self._ready:
+            entry = heapq.heappop(self._ready)
+            if self._valid(entry):
+                return entry[3]
+        return None
+
+    def _take_next(self) -> tuple[ObjectKey, float | None] | None:
+        """The device to write now, marked as being written; with the report time its previous write carried."""
+        self._promote(self._clock())
+        key = self._pop_best()
+        if key is None:
+            return None
+        now = self._clock()
+        self._dirty.pop(key, None)
+        self._last_write[key] = now
+        carried = self._written_report.get(key)
+        self._written_report[key] = self._reported.get(key, now)
+        return key, carried
+
+    def _requeue(self, key: ObjectKey, carried: float | None) -> None:
+        """A write that did not land: dirty again, with the priority it had (what it carried is not there)."""
+        if carried is None:
+            self._written_report.pop(key, None)
+        else:
+            self._written_report[key] = carried
+        self._dirty.setdefault(key, self._clock())
+        self._reported.setdefault(key, self._clock())
+        self._queue(key, self._clock())
 
     # ------------------------------------------------------------------ loop
     async def _run(self) -> None:
         delay = 0.5
         in_flight: set[asyncio.Task[None]] = set()
         while True:
-            if not self._dirty:
-                self._wake.clear()
-                await self._wake.wait()
-            now = time.monotonic()
-            due = [
-                k for k, since in sorted(self._dirty.items(), key=lambda kv: kv[1])
-                if now - self._last_write.get(k, 0.0) >= self.interval_s
-            ]  # fmt: skip
-            if not due:
-                soonest = min(self._last_write.get(k, 0.0) + self.interval_s for k in self._dirty)
-                await asyncio.sleep(max(0.01, soonest - now))
+            now = self._clock()
+            next_due = self._promote(now)
+            gain = self._best_gain()
+            if gain is None:  # nothing may be written now
+                await self._sleep(next_due)
                 continue
-            for key in due:
-                if self._down:
-                    break
-                wait = self._budget.wait_time()
-                while wait > 0:
-                    await asyncio.sleep(wait)
-                    wait = self._budget.wait_time()
-                await self._slots.acquire()  # a few writes in flight: one round trip each would cap the rate
-                self._dirty.pop(key, None)
-                self._last_write[key] = time.monotonic()
-                task = asyncio.create_task(self._write_one(key))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
+            level = self._budget.level()
+            if not self._may_spend(gain, level):
+                short = (self._reserve + 1 - level) / self._budget.rate
+                await self._sleep(short if next_due is None else min(short, next_due))
+                continue
+            wait = self._budget.wait_time()  # takes a token when one is there
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            await self._slots.acquire()  # a few writes in flight: one round trip each would cap the rate
+            # Chosen only now, with the token and the slot in hand: reports that came meanwhile count.
+            taken = self._take_next()
+            if taken is None:
+                self._slots.release()
+                self._budget.refund()
+                continue
+            key, carried = taken
+            task = asyncio.create_task(self._write_one(key, carried))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
             if self._down:
                 if in_flight:
                     await asyncio.gather(*in_flight, return_exceptions=True)
@@ -134,21 +227,42 @@ class StatusWriter:
                 delay = min(delay * 2, 30.0)
                 continue
             if not self.reachable:
-                log.info("cluster API back: writing %d device status(es)", len(self._dirty))
+                log.info("cluster API back: writing %d device status(es)", len(self._dirty) + 1)
             self.reachable = True
             delay = 0.5
-            await asyncio.sleep(0)  # let reports in between rounds
+            await asyncio.sleep(0)  # let reports in between writes
 
-    async def _write_one(self, key: ObjectKey) -> None:
+    def _may_spend(self, gain: float, level: float) -> bool:
+        """Whether the best write (bringing ``gain`` s of news) may take a token with ``level`` tokens there.
+
+        A write that brings less than ~one report of news may take only a token above the reserve, which is kept
+        for devices whose cluster view is falling behind (so their writes never wait for a token).
+        """
+        return gain >= self._urgent_gain or level >= self._reserve + 1
+
+    def _best_gain(self) -> float | None:
+        """The gain of the best write that may be made now (dead entries heading the queue are dropped)."""
+        while self._ready and not self._valid(self._ready[0]):
+            heapq.heappop(self._ready)
+        return -self._ready[0][0] if self._ready else None
+
+    async def _sleep(self, seconds: float | None) -> None:
+        """Until a report is marked, or ``seconds`` (None: no limit)."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(None if seconds is None else max(0.002, seconds)):
+                await self._wake.wait()
+
+    async def _write_one(self, key: ObjectKey, carried: float | None) -> None:
         try:
             ok = await self._write(key)
         finally:
             self._slots.release()
-        if ok is None:  # the API server is away: keep it dirty, pause the round
-            self._dirty.setdefault(key, time.monotonic())
+        if ok is None:  # the API server is away: keep it dirty, pause the writes
+            self._requeue(key, carried)
             self._down = True
         elif not ok:
-            self._dirty.setdefault(key, time.monotonic())
+            self._requeue(key, carried)
 
     async def _write(self, key: ObjectKey) -> bool | None:
         """True written; False refused (retried later); None the API server did not answer."""

@@ -31,6 +31,17 @@ class TokenBucket:
             return 0.0
         return (1 - self._tokens) / self.rate
 
+    def level(self) -> float:
+        """The tokens there now (none taken)."""
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        return self._tokens
+
+    def refund(self) -> None:
+        """Give back a token taken for a call that was not made."""
+        self._tokens = min(self.burst, self._tokens + 1)
+
 
 def parse_rate(text: str) -> tuple[float, int]:
     """``"1:100"`` -> (1.0, 100): requests per second and burst."""

@@ -1,0 +1,120 @@
+"""Which device the status writer writes next when the budget is short (dmi/agent/kube_status.py).
+
+The writer runs here without its loop and without an API: a hand-driven clock, reports marked, and the
+writer's own choice taken one token at a time. What the whole agent does with it against the simulated API
+is in test_cluster_agent.py; the figures at 1,000 devices are in bench/cloud_sync.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dmi.agent.kube_status import StatusWriter
+from dmi.resources import ObjectKey
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def writer(clock: Clock) -> StatusWriter:
+    none: Any = None
+    return StatusWriter(none, none, lambda: none, interval_s=1.0, clock=clock)
+
+
+def key(name: str) -> ObjectKey:
+    return ObjectKey("default", name)
+
+
+def take(w: StatusWriter, n: int) -> list[str]:
+    out = []
+    for _ in range(n):
+        taken = w._take_next()
+        if taken is None:
+            break
+        out.append(taken[0].name)
+    return out
+
+
+def report(w: StatusWriter, clock: Clock, names: str, at: float) -> None:
+    for i, name in enumerate(names):
+        clock.now = at + i / 64  # in the order given, 1/64 s apart (exact in binary: ties stay ties)
+        w.mark(key(name))
+
+
+def test_skipped_devices_win_over_devices_written_a_moment_ago_and_fresh_reports_win_ties() -> None:
+    clock = Clock()
+    w = writer(clock)
+    report(w, clock, "abcd", 100.0)
+    assert take(w, 4) == ["d", "c", "b", "a"]  # never written: all before anything else, freshest first
+    report(w, clock, "abcd", 101.0)
+    # The budget allows two: all four were written one report ago; the freshest reports go.
+    assert take(w, 2) == ["d", "c"]
+    report(w, clock, "abcd", 102.25)
+    # a and b now carry two reports' worth of news, c and d one: a and b go, though d's report is the freshest.
+    assert take(w, 2) == ["b", "a"]
+    assert take(w, 2) == ["d", "c"]  # the budget allows more: the rest, freshest first
+    assert take(w, 1) == []  # every report is written: nothing stale is left to pick
+
+
+def test_at_most_one_write_per_interval_and_the_latest_report_when_it_is_up() -> None:
+    clock = Clock()
+    w = writer(clock)
+    report(w, clock, "a", 100.0)
+    assert take(w, 1) == ["a"]
+    report(w, clock, "a", 100.3)
+    report(w, clock, "a", 100.6)
+    assert take(w, 1) == []  # written at 100.0: waits out its interval
+    clock.now = 101.0
+    assert take(w, 1) == ["a"]
+    assert w._written_report[key("a")] == 100.6  # the newest report goes out, once
+    assert take(w, 1) == []
+
+
+def test_a_write_that_did_not_land_keeps_its_priority() -> None:
+    clock = Clock()
+    w = writer(clock)
+    report(w, clock, "ab", 100.0)
+    assert sorted(take(w, 2)) == ["a", "b"]
+    report(w, clock, "ab", 101.0)
+    taken = w._take_next()
+    assert taken is not None and taken[0].name == "b"
+    w._requeue(*taken)  # refused, or the API server away
+    assert take(w, 1) == ["a"]  # lands
+    report(w, clock, "ba", 102.0)
+    clock.now = 102.1
+    # a's report is the fresher, but b's cluster view is still its report of 100 (the write of 101's never
+    # landed) while a's is 101's: b goes first.
+    assert take(w, 2) == ["b", "a"]
+
+
+def test_dead_queue_entries_are_compacted() -> None:
+    clock = Clock()
+    w = writer(clock)
+    names = [f"d{i}" for i in range(50)]
+    for name in names:
+        w.mark(key(name))
+    for _step in range(40):  # every device reports again and again while none is written
+        clock.now += 0.01
+        for name in names:
+            w.mark(key(name))
+    assert len(w._ready) <= 2 * len(names) + 64
+    assert sorted(take(w, 60)) == sorted(names)  # each once, with its latest report
+
+
+def test_writes_that_bring_little_news_leave_a_reserve_for_views_falling_behind() -> None:
+    clock = Clock()
+    none: Any = None
+    w = StatusWriter(none, none, lambda: none, interval_s=1.0, qps=600, burst=1000, clock=clock)
+    # 1.5 intervals of news or more: always; less: only from tokens above half the burst.
+    assert w._may_spend(2.0, level=1.0)
+    assert w._may_spend(1.5, level=1.0)
+    assert not w._may_spend(1.0, level=500.0)
+    assert w._may_spend(1.0, level=501.0)
+    report(w, clock, "a", 100.0)
+    gain = w._best_gain()
+    assert gain is not None and w._may_spend(gain, level=1.0)  # never written: urgent
