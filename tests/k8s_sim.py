@@ -472,6 +472,7 @@ class KubeApiSimulator:
         self._floor = 0  # resuming a watch from a resourceVersion below this gets 410 Expired
         self._watchers: set[_Watcher] = set()
         self._failures: dict[tuple[str, str], deque[int]] = {}
+        self._delays: dict[tuple[str, str], deque[float]] = {}
         self._runner: web.AppRunner | None = None
         self.requests: Counter[tuple[str, str]] = Counter()
         """HTTP requests received per (verb, plural); plural is "devices/status" for the subresource."""
@@ -564,6 +565,11 @@ class KubeApiSimulator:
         matches only server-side apply patches. ``plural`` is e.g. "devices", or "devices/status".
         """
         self._failures.setdefault((verb, plural), deque()).extend([code] * times)
+
+    def delay_next(self, verb: str, plural: str, seconds: float, times: int = 1) -> None:
+        """Hold the next ``times`` requests of ``verb`` on ``plural`` for ``seconds`` before serving them (a slow
+        API server: later requests on other connections may overtake them)."""
+        self._delays.setdefault((verb, plural), deque()).extend([seconds] * times)
 
     def break_watches(self) -> int:
         """Abruptly close every open watch stream (no final chunk); returns how many there were."""
@@ -1104,6 +1110,9 @@ class KubeApiSimulator:
             target = name if name is not None else _meta(body).get("name") if isinstance(body, dict) else None
             if target:
                 self.object_writes[(rtype.plural, ns_key, target)] += 1
+        held = self._delays.get((verb, plural))
+        if held:
+            await asyncio.sleep(held.popleft())
         try:
             self._injected_failure(verb, plural, content_type)
             if isinstance(body, str):

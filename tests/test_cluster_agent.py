@@ -163,6 +163,37 @@ async def test_status_target_device_writes_the_devices_own_status(
         await agent.stop()
 
 
+async def test_a_slow_status_write_is_never_overtaken_by_a_newer_one(
+    api: KubeApiSimulator, sockdir: Path, tmp_path: Path
+) -> None:
+    agent, mapper, fleet = await one_device_served(api, sockdir, tmp_path)
+    try:
+        fleet.devices["dev-a"].registers[0] = 300
+        await until(lambda: reported(status_of(api, "dev-a"), "temperature") == "300", what="300 written")
+        # The API server holds the next status write for 1.5 s, far beyond the 0.2 s write interval; the value
+        # changes meanwhile. A second write sent now would land first and then be overwritten by the held one.
+        api.delay_next("patch", GVP_STATUS, 1.5)
+        fleet.devices["dev-a"].registers[0] = 301
+        await asyncio.sleep(0.5)
+        fleet.devices["dev-a"].registers[0] = 302
+        await until(lambda: reported(status_of(api, "dev-a"), "temperature") == "302", what="302 written", timeout=10)
+        await until(lambda: all(r.code for r in api.writes), what="the held write answered")
+        values = [
+            int(v)
+            for v in (
+                reported((e.obj or {}).get("status"), "temperature")
+                for e in api._history
+                if e.rtype.plural == GVP_STATUS and e.type == "MODIFIED"
+            )
+            if v is not None
+        ]
+        assert values == sorted(values), f"an older value landed after a newer one: {values}"
+        assert reported(status_of(api, "dev-a"), "temperature") == "302"
+    finally:
+        await mapper.stop()
+        await agent.stop()
+
+
 async def test_api_outage_and_agent_restart_serve_from_cache_and_catch_up(
     api: KubeApiSimulator, sockdir: Path, tmp_path: Path
 ) -> None:

@@ -31,11 +31,13 @@ def key(name: str) -> ObjectKey:
 
 
 def take(w: StatusWriter, n: int) -> list[str]:
+    """Up to ``n`` writes, each answered as landed before the next is chosen."""
     out = []
     for _ in range(n):
         taken = w._take_next()
         if taken is None:
             break
+        w._answered(taken[0], True, taken[1])
         out.append(taken[0].name)
     return out
 
@@ -83,7 +85,7 @@ def test_a_write_that_did_not_land_keeps_its_priority() -> None:
     report(w, clock, "ab", 101.0)
     taken = w._take_next()
     assert taken is not None and taken[0].name == "b"
-    w._requeue(*taken)  # refused, or the API server away
+    w._answered(taken[0], False, taken[1])  # refused, or the API server away
     assert take(w, 1) == ["a"]  # lands
     report(w, clock, "ba", 102.0)
     clock.now = 102.1
@@ -118,3 +120,59 @@ def test_writes_that_bring_little_news_leave_a_reserve_for_views_falling_behind(
     report(w, clock, "a", 100.0)
     gain = w._best_gain()
     assert gain is not None and w._may_spend(gain, level=1.0)  # never written: urgent
+
+
+def test_a_device_that_stopped_reporting_is_not_starved_by_devices_that_report_on() -> None:
+    clock = Clock()
+    w = writer(clock)
+    report(w, clock, "abcs", 100.0)
+    assert sorted(take(w, 4)) == ["a", "b", "c", "s"]
+    report(w, clock, "sabc", 101.0)  # s's last report; a, b, c keep reporting every second
+    for second in range(102, 112):
+        # The budget: one write a second; a, b and c always have a fresher report of the same news as s.
+        report(w, clock, "abc", float(second))
+        written = take(w, 1)
+        if written == ["s"]:
+            break
+    else:
+        raise AssertionError("the device that stopped reporting was never written")
+    # Overdue after 3 intervals; the sweep (once an interval) sees it up to one interval later; then the next
+    # write of this test's budget (one a second) is its.
+    assert clock.now - w._written_report[key("s")] <= 3 + 1 + 1
+
+
+def test_no_second_write_while_one_is_in_flight_and_reports_meanwhile_follow_it() -> None:
+    clock = Clock()
+    w = writer(clock)
+    report(w, clock, "a", 100.0)
+    first = w._take_next()
+    assert first is not None
+    clock.now = 101.5  # the write is slow: its interval is up, and a newer report comes
+    w.mark(key("a"))
+    assert w._take_next() is None  # a second write could land before the first and be overwritten by it
+    w._answered(first[0], True, first[1])
+    assert take(w, 1) == ["a"]
+    assert w._written_report[key("a")] == 101.5
+
+
+def test_one_live_queue_entry_per_device_however_often_its_write_fails() -> None:
+    clock = Clock()
+    w = writer(clock)
+    report(w, clock, "a", 100.0)
+    for _ in range(50):  # refused again and again, no new report: promote and sweep must not pile up entries
+        clock.now += 1.0
+        w._promote(clock.now)
+        taken = w._take_next()
+        assert taken is not None
+        w._answered(taken[0], False, taken[1])
+    assert sum(1 for entry in w._ready if w._valid(entry)) <= 1
+    assert len(w._ready) <= 2 * len(w._dirty) + 64
+
+
+def test_a_device_no_longer_ours_is_forgotten() -> None:
+    clock = Clock()
+    w = writer(clock)
+    report(w, clock, "a", 100.0)
+    w._forget(key("a"))
+    assert take(w, 1) == []
+    assert key("a") not in w._reported and key("a") not in w._last_write

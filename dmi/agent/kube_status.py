@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 
 MERGE = PatchType.MERGE
 _NEVER = 1e9  # the gain of a device never written (or whose write did not land): before any other
+_BOOST = 1e8  # the gain of an overdue device, less its view's report time: before all but the never-written
+_OVERDUE = 3.0  # intervals of a cluster view's age that make a dirty device overdue
+BACKOFF_START_S = 0.5
+BACKOFF_MAX_S = 30.0
 
 
 class StatusWriter:
@@ -84,6 +88,10 @@ class StatusWriter:
         self._waiting: list[tuple[float, int, ObjectKey]] = []  # dirty, written < interval ago: (due, seq, key)
         self._waiting_keys: set[ObjectKey] = set()
         self._seq = itertools.count()
+        self._overdue: set[ObjectKey] = set()  # dirty devices queued ahead of the others (see _sweep)
+        self._writing: set[ObjectKey] = set()  # a write in flight: none other for it until that one is answered
+        self._current: dict[ObjectKey, int] = {}  # key -> seq of its one live entry in _ready
+        self._next_sweep = 0.0
         self._clock = clock
         # A write carrying less news than this (s) is optional: it takes only tokens above the reserve.
         self._urgent_gain = 1.5 * interval_s
@@ -98,6 +106,8 @@ class StatusWriter:
         self.reachable = True
         self._slots = asyncio.Semaphore(concurrency)
         self._down = False
+        self._delay = BACKOFF_START_S
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self.store.on_written.append(self.mark)
@@ -112,6 +122,10 @@ class StatusWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for task in list(self._in_flight):
+            task.cancel()
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
         if self.patcher is not None:
             await self.patcher.close()
 
@@ -119,23 +133,28 @@ class StatusWriter:
         now = self._clock()
         self._dirty.setdefault(key, now)
         self._reported[key] = now
+        self._overdue.discard(key)  # news again: its gain counts (and the sweep may boost it again later)
         self._queue(key, now)
         self._wake.set()
 
     # ------------------------------------------------------------------ which device next
     def _queue(self, key: ObjectKey, now: float) -> None:
-        if key in self._waiting_keys:
-            return  # promoted when its interval is up, with whatever report is latest then
+        if key in self._waiting_keys or key in self._writing:
+            return  # queued when its interval is up / its write is answered, with the report latest then
         due = self._last_write.get(key, -math.inf) + self.interval_s
         if due > now:
             self._waiting_keys.add(key)
             heapq.heappush(self._waiting, (due, next(self._seq), key))
             return
         reported = self._reported.get(key, now)
-        gain = reported - self._written_report.get(key, -_NEVER)
-        heapq.heappush(self._ready, (-gain, -reported, next(self._seq), key))
+        self._push(key, reported - self._written_report.get(key, -_NEVER), reported)
         if len(self._ready) > 2 * len(self._dirty) + 64:
             self._compact()
+
+    def _push(self, key: ObjectKey, gain: float, reported: float) -> None:
+        seq = next(self._seq)
+        self._current[key] = seq  # any older entry of this key is dead from now on
+        heapq.heappush(self._ready, (-gain, -reported, seq, key))
 
     def _compact(self) -> None:
         # Under a short budget most reports are superseded before they are written: drop their dead entries.
@@ -144,7 +163,7 @@ class StatusWriter:
 
     def _valid(self, entry: tuple[float, float, int, ObjectKey]) -> bool:
         key = entry[3]
-        return key in self._dirty and key not in self._waiting_keys and -entry[1] == self._reported.get(key)
+        return self._current.get(key) == entry[2] and key in self._dirty and key not in self._waiting_keys
 
     def _promote(self, now: float) -> float | None:
         """Move the devices whose interval is up to the ready queue; the seconds until the next one, if any."""
@@ -153,7 +172,25 @@ class StatusWriter:
             self._waiting_keys.discard(key)
             if key in self._dirty:
                 self._queue(key, now)
+        if now >= self._next_sweep:
+            self._sweep(now)
         return self._waiting[0][0] - now if self._waiting else None
+
+    def _sweep(self, now: float) -> None:
+        # A device that stopped reporting keeps the gain of its last report, and loses every tie to devices that
+        # report on (fresher): without this its last values could wait for ever under a short budget. Once the
+        # cluster's view of it is _OVERDUE intervals old it goes before all but never-written devices, oldest
+        # view first.
+        self._next_sweep = now + self.interval_s
+        limit = _OVERDUE * self.interval_s
+        for key in self._dirty:
+            written = self._written_report.get(key)
+            if written is None or key in self._waiting_keys or key in self._writing or key in self._overdue:
+                continue
+            if now - written >= limit:
+                self._overdue.add(key)
+                # The older the view, the sooner; fixed by what the view holds, so a boost never goes stale.
+                self._push(key, _BOOST - written, self._reported[key])
 
     def _pop_best(self) -> ObjectKey | None:
         while self._ready:
@@ -170,10 +207,22 @@ class StatusWriter:
             return None
         now = self._clock()
         self._dirty.pop(key, None)
+        self._overdue.discard(key)
+        self._current.pop(key, None)
+        self._writing.add(key)
         self._last_write[key] = now
         carried = self._written_report.get(key)
         self._written_report[key] = self._reported.get(key, now)
         return key, carried
+
+    def _answered(self, key: ObjectKey, ok: bool | None, carried: float | None) -> None:
+        """A write is over: landed (``ok``), refused (False) or unanswered/cancelled (None)."""
+        self._writing.discard(key)
+        if not ok:
+            self._requeue(key, carried)
+        elif key in self._dirty:  # reports came while it was in flight: queue their write
+            self._queue(key, self._clock())
+        self._wake.set()  # the loop may be asleep with nothing else to write
 
     def _requeue(self, key: ObjectKey, carried: float | None) -> None:
         """A write that did not land: dirty again, with the priority it had (what it carried is not there)."""
@@ -187,8 +236,6 @@ class StatusWriter:
 
     # ------------------------------------------------------------------ loop
     async def _run(self) -> None:
-        delay = 0.5
-        in_flight: set[asyncio.Task[None]] = set()
         while True:
             now = self._clock()
             next_due = self._promote(now)
@@ -199,6 +246,7 @@ class StatusWriter:
             level = self._budget.level()
             if not self._may_spend(gain, level):
                 short = (self._reserve + 1 - level) / self._budget.rate
+                short = min(short, max(0.0, self._next_sweep - now))  # an overdue device must not wait for tokens
                 await self._sleep(short if next_due is None else min(short, next_due))
                 continue
             wait = self._budget.wait_time()  # takes a token when one is there
@@ -212,24 +260,22 @@ class StatusWriter:
                 self._slots.release()
                 self._budget.refund()
                 continue
-            key, carried = taken
-            task = asyncio.create_task(self._write_one(key, carried))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
+            task = asyncio.create_task(self._write_one(*taken))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+            if not self.reachable:
+                # While the API server is away, one write at a time probes it; the others wait for its answer.
+                await asyncio.wait({task})
             if self._down:
-                if in_flight:
-                    await asyncio.gather(*in_flight, return_exceptions=True)
+                if self._in_flight:
+                    await asyncio.gather(*self._in_flight, return_exceptions=True)
                 if self.reachable:
                     log.warning("cluster API unreachable: %d device status(es) kept, latest values", len(self._dirty))
                 self.reachable = False
                 self._down = False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                await asyncio.sleep(self._delay)
+                self._delay = min(self._delay * 2, BACKOFF_MAX_S)
                 continue
-            if not self.reachable:
-                log.info("cluster API back: writing %d device status(es)", len(self._dirty) + 1)
-            self.reachable = True
-            delay = 0.5
             await asyncio.sleep(0)  # let reports in between writes
 
     def _may_spend(self, gain: float, level: float) -> bool:
@@ -254,24 +300,33 @@ class StatusWriter:
                 await self._wake.wait()
 
     async def _write_one(self, key: ObjectKey, carried: float | None) -> None:
+        ok: bool | None = None
         try:
             ok = await self._write(key)
         finally:
             self._slots.release()
-        if ok is None:  # the API server is away: keep it dirty, pause the writes
-            self._requeue(key, carried)
+            self._answered(key, ok, carried)
+        if ok is None:
             self._down = True
-        elif not ok:
-            self._requeue(key, carried)
+        elif ok:
+            if not self.reachable:
+                log.info("cluster API back: writing %d device status(es)", len(self._dirty))
+            self.reachable = True
+            self._delay = BACKOFF_START_S
 
     async def _write(self, key: ObjectKey) -> bool | None:
         """True written; False refused (retried later); None the API server did not answer."""
         device = self._inventory().devices.get(key)
         if device is None:
+            self._forget(key)
             return True  # no longer ours: nothing to write
         twins, state = self.store.twins(key), self.store.state(key)
         try:
-            code, reason, message = await self._send(key, {"status": status_body(twins, state)}, device, twins, state)
+            patch = {"status": status_body(twins, state)}
+        except Exception as exc:  # this device's data, not the API server: the others go on
+            return self._refused(key, 0, "cannot build the status", repr(exc))
+        try:
+            code, reason, message = await self._send(key, patch, device, twins, state)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -279,15 +334,25 @@ class StatusWriter:
         if code == 409:
             self.conflicts += 1
             return False
-        if code >= 300:
-            self.failures += 1
-            text = f"{code} {reason}: {message}"
-            if (key, text) not in self._logged:
-                self._logged.add((key, text))
-                log.error("cluster refused the status of device %s: %s", key, text)
-            return False
+        if code >= 300 or code == 0:  # 0: refused before it was sent (its DeviceStatus could not be built)
+            return self._refused(key, code, reason, message)
         self.writes += 1
         return True
+
+    def _refused(self, key: ObjectKey, code: int, reason: str, message: str) -> bool:
+        self.failures += 1
+        text = f"{code} {reason}: {message}" if code else f"{reason}: {message}"
+        if (key, text) not in self._logged:
+            self._logged.add((key, text))
+            log.error("cluster refused the status of device %s: %s", key, text)
+        return False
+
+    def _forget(self, key: ObjectKey) -> None:
+        """A device that is no longer ours: drop what the scheduler kept of it."""
+        for table in (self._dirty, self._reported, self._written_report, self._last_write, self._current):
+            table.pop(key, None)
+        self._overdue.discard(key)
+        self._logged = {entry for entry in self._logged if entry[0] != key}
 
     async def _send(
         self, key: ObjectKey, patch: dict[str, Any], device: Any, twins: Any, state: Any
@@ -307,7 +372,11 @@ class StatusWriter:
             code, reason, message = exc.status.code or 500, exc.status.reason or "", exc.status.message or ""
         if code == 404 and self.target != "device":
             try:
-                await self._create(key, device_status_doc(dict(device.resource.document), twins, state))
+                doc = device_status_doc(dict(device.resource.document), twins, state)
+            except Exception as exc:  # this device's data, not the API server
+                return 0, "cannot build its DeviceStatus", repr(exc)
+            try:
+                await self._create(key, doc)
             except ApiError as exc:
                 return exc.status.code or 500, exc.status.reason or "", exc.status.message or ""
             return 200, "", ""
