@@ -12,7 +12,11 @@ its time stamp. Runs, side by side:
   (burst 100), so a 1,000-device node reports far less often than it reads anyway. These runs count reads
   with the mapper's own counters (the recorder sees one value per property per report);
 - bare pymodbus: plain async clients, one per simulator port, reading 10 registers per request as fast as one
-  connection allows: the limit of the transport and simulators, and the CPU a request costs without a mapper.
+  connection allows: the limit of the transport and simulators, and the CPU a request costs without a mapper;
+- bare@N: the same clients paced at N requests/s in all, spread evenly (by default N is one request per device
+  and cycle, the coalesced mapper's request rate): the floor of that schedule's CPU. A paced request costs
+  more than an unpaced one (each wakes an idle process on both ends), and this floor bounds what any coalescing
+  mapper can reach against the per-property mode.
 
 Printed: property reads/s achieved vs scheduled, share of scheduled reads late by more than one cycle (or never
 made), mapper CPU %, mapper
@@ -219,8 +223,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=8.0, help="seconds from mapper start to the window")
     parser.add_argument(
         "--modes",
-        default="coalesced,per-property,coalesced@10000,per-property@10000,bare",
-        help="runs, in order; MODE@MS reports every MS ms instead of every cycle",
+        default="coalesced,per-property,coalesced@10000,per-property@10000,bare,bare@paced",
+        help="runs, in order; MODE@MS reports every MS ms instead of every cycle; bare@N paces the bare clients at"
+        " N requests/s in all (bare@paced: one request per device and cycle, what the coalesced mapper sends)",
     )
     args = parser.parse_args()
     if math.ceil(args.devices / args.simulators) > 247:
@@ -254,7 +259,8 @@ def main() -> None:
             )
         wait_for_ports(ports, sims)
         print(f"{args.simulators} simulators up on ports {ports}", file=sys.stderr)
-        modes = args.modes.split(",")
+        paced_mode = f"bare@{args.devices * 1000 // args.cycle_ms}"
+        modes = [paced_mode if m == "bare@paced" else m for m in args.modes.split(",")]
         for mode in modes:
             sim_cpu = [CpuWindow(s.pid) for s in sims]
             for c in sim_cpu:
@@ -330,12 +336,19 @@ def main() -> None:
         print()
         for suffix in sorted({m.partition("@")[2] for m in modes}):
             at = f"@{suffix}" if suffix else ""
-            c, p = results.get(f"coalesced{at}"), results.get(f"per-property{at}")
-            if c and p:
-                ratio = (rate(c) / max(c["cpu_percent"], 1e-9)) / (rate(p) / max(p["cpu_percent"], 1e-9))
+            co, pp = results.get(f"coalesced{at}"), results.get(f"per-property{at}")
+            if co and pp:
+                ratio = (rate(co) / max(co["cpu_percent"], 1e-9)) / (rate(pp) / max(pp["cpu_percent"], 1e-9))
                 every = f"every {suffix} ms" if suffix else "every cycle"
                 print(f"coalesced vs per-property, reports {every}: {ratio:.1f}x the reads per CPU-second")
-        if any("@" in m for m in modes):
+        floor = results.get(paced_mode)
+        for m in modes:
+            if floor and m.startswith("per-property"):
+                bound = (rate(floor) / max(floor["cpu_percent"], 1e-9)) / (
+                    rate(results[m]) / max(results[m]["cpu_percent"], 1e-9)
+                )
+                print(f"{paced_mode} (the coalesced request rate, no mapper) vs {m}: {bound:.1f}x, the ceiling")
+        if any("@" in m and not m.startswith("bare") for m in modes):
             print(
                 "* counted by the mapper (reads failed or lost to rounds overrunning their cycle);"
                 " the recorder sees one value per report cycle"
