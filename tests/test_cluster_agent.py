@@ -73,6 +73,12 @@ async def one_device_served(
     return agent, mapper, fleet
 
 
+async def temperature_written(api: KubeApiSimulator, fleet: FakeFleet, value: int) -> None:
+    """dev-a's temperature register set to ``value``, and waited for in its DeviceStatus."""
+    fleet.devices["dev-a"].registers[0] = value
+    await until(lambda: reported(status_of(api, "dev-a"), "temperature") == str(value), what=f"{value} written")
+
+
 def status_of(api: KubeApiSimulator, name: str) -> dict[str, Any] | None:
     doc = api.get(GVP_STATUS, "default", name)
     return None if doc is None else doc.get("status")
@@ -168,8 +174,7 @@ async def test_a_slow_status_write_is_never_overtaken_by_a_newer_one(
 ) -> None:
     agent, mapper, fleet = await one_device_served(api, sockdir, tmp_path)
     try:
-        fleet.devices["dev-a"].registers[0] = 300
-        await until(lambda: reported(status_of(api, "dev-a"), "temperature") == "300", what="300 written")
+        await temperature_written(api, fleet, 300)
         # The API server holds the next status write for 1.5 s, far beyond the 0.2 s write interval; the value
         # changes meanwhile. A second write sent now would land first and then be overwritten by the held one.
         api.delay_next("patch", GVP_STATUS, 1.5)
@@ -199,8 +204,7 @@ async def test_api_outage_and_agent_restart_serve_from_cache_and_catch_up(
 ) -> None:
     agent, mapper, fleet = await one_device_served(api, sockdir, tmp_path)
     try:
-        fleet.devices["dev-a"].registers[0] = 1
-        await until(lambda: reported(status_of(api, "dev-a"), "temperature") == "1", what="first value")
+        await temperature_written(api, fleet, 1)
         await api.stop()  # the cluster goes away for a minute
         down_at = asyncio.get_running_loop().time()
         fleet.devices["dev-a"].registers[0] = 2
