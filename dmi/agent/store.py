@@ -121,6 +121,24 @@ class ResourceRow:
 
 
 Job = Callable[[sqlite3.Connection], object]
+_Item = tuple[Job, "asyncio.Future[None]", Callable[[], None] | None]  # a job, its caller's future, what follows it
+_Result = tuple["asyncio.Future[None]", BaseException | None, Callable[[], None] | None]
+
+
+def _merged(old: TwinRow | None, t: TwinWrite, received_ms: int) -> TwinRow:
+    """``old`` after ``t``, as _TWIN_UPSERT leaves the row: a side that ``t`` does not carry stays as it was."""
+    if old is None:
+        old = TwinRow(t.property, None, {}, None, None, {}, None)
+    reported, desired = t.reported_value is not None, t.desired_value is not None
+    return TwinRow(
+        t.property,
+        t.reported_value if reported else old.reported_value,
+        dict(t.reported_meta) if t.reported_meta is not None else old.reported_meta,
+        received_ms if reported else old.reported_ms,
+        t.desired_value if desired else old.desired_value,
+        dict(t.desired_meta) if t.desired_meta is not None else old.desired_meta,
+        received_ms if desired else old.desired_ms,
+    )
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -144,13 +162,17 @@ class AgentStore:
         self._conn.executescript(SCHEMA)
         # Reads never share the writer's connection: they must not see a group mid-commit.
         self._reader = connect(path)
-        self._jobs: queue.SimpleQueue[tuple[Job, asyncio.Future[None]] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0
         self.jobs_committed = 0
         # Called with a device's key once its twins or state are committed (the cluster status writer listens).
         self.on_written: list[Callable[[ObjectKey], None]] = []
+        # The latest twins and state of the devices read since start, kept in step with every commit: the status
+        # writer reads them for each write, and a read from SQLite (with its JSON) on the event loop costs more.
+        self._twins: dict[ObjectKey, dict[str, TwinRow]] = {}
+        self._states: dict[ObjectKey, StateRow | None] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -190,37 +212,37 @@ class AgentStore:
             if stop:
                 return
 
-    def _commit(
-        self, conn: sqlite3.Connection, batch: list[tuple[Job, asyncio.Future[None]]]
-    ) -> list[tuple[asyncio.Future[None], BaseException | None]]:
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[_Result]:
         try:
             conn.execute("BEGIN")
-            for job, _ in batch:
+            for job, _, _ in batch:
                 job(conn)
             conn.execute("COMMIT")
             self.commits += 1
             self.jobs_committed += len(batch)
-            return [(fut, None) for _, fut in batch]
+            return [(fut, None, after) for _, fut, after in batch]
         except sqlite3.Error:
             conn.execute("ROLLBACK")
         # One job spoiled the group: commit the others one by one so only it fails.
-        out: list[tuple[asyncio.Future[None], BaseException | None]] = []
-        for job, fut in batch:
+        out: list[_Result] = []
+        for job, fut, after in batch:
             try:
                 conn.execute("BEGIN")
                 job(conn)
                 conn.execute("COMMIT")
-                out.append((fut, None))
+                out.append((fut, None, after))
             except sqlite3.Error as exc:
                 conn.execute("ROLLBACK")
                 log.error("store write failed: %s", exc)
-                out.append((fut, exc))
+                out.append((fut, exc, after))
         self.commits += 1
         return out
 
-    async def _submit(self, job: Job) -> None:
+    async def _submit(self, job: Job, after: Callable[[], None] | None = None) -> None:
+        """Run ``job`` in the next group commit; ``after`` runs on the loop once it is committed, even if the
+        caller was cancelled meanwhile (the write happened all the same)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._jobs.put((job, fut))
+        self._jobs.put((job, fut, after))
         await fut
 
     # ------------------------------------------------------------------ writes
@@ -240,13 +262,27 @@ class AgentStore:
             )
             for t in twins
         ]
-        await self._submit(lambda conn: conn.executemany(_TWIN_UPSERT, rows))
-        self._written(key)
+
+        def committed() -> None:
+            cached = self._twins.get(key)
+            if cached is not None:
+                for t in twins:
+                    cached[t.property] = _merged(cached.get(t.property), t, received_ms)
+            self._written(key)
+
+        await self._submit(lambda conn: conn.executemany(_TWIN_UPSERT, rows), committed)
 
     async def write_state(self, key: ObjectKey, state: str, received_ms: int, last_online_time: str | None) -> None:
         row = (key.namespace, key.name, state, received_ms, last_online_time)
-        await self._submit(lambda conn: conn.execute(_STATE_UPSERT, row))
-        self._written(key)
+
+        def committed() -> None:
+            if key in self._states:
+                old = self._states[key]
+                kept = last_online_time if last_online_time is not None else old.last_online_time if old else None
+                self._states[key] = StateRow(state, received_ms, kept)
+            self._written(key)
+
+        await self._submit(lambda conn: conn.execute(_STATE_UPSERT, row), committed)
 
     def _written(self, key: ObjectKey) -> None:
         for callback in self.on_written:
@@ -293,14 +329,22 @@ class AgentStore:
         return read_resources(self._reader, kind)
 
     def twins(self, key: ObjectKey) -> list[TwinRow]:
-        return read_twins(self._reader, key)
+        """The device's twins as committed, by property name."""
+        cached = self._twins.get(key)
+        if cached is None:
+            cached = self._twins[key] = {row.property: row for row in read_twins(self._reader, key)}
+        return [cached[name] for name in sorted(cached)]
 
     def state(self, key: ObjectKey) -> StateRow | None:
-        return read_state(self._reader, key)
+        if key not in self._states:
+            self._states[key] = read_state(self._reader, key)
+        return self._states[key]
 
 
-def _resolve(results: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
-    for fut, exc in results:
+def _resolve(results: list[_Result]) -> None:
+    for fut, exc, after in results:
+        if exc is None and after is not None:
+            after()
         if fut.done():  # the caller was cancelled; its write still happened
             continue
         if exc is None:

@@ -1,0 +1,79 @@
+"""The agent store's in-memory copy of each device's latest twins and state (what the status writer reads for every
+write) against what SQLite holds: after any mix of reports, desired values and states, read back through a fresh
+connection, they are the same."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+from dmi.agent.store import AgentStore, TwinWrite, connect, read_state, read_twins
+from dmi.resources import ObjectKey
+
+KEYS = [ObjectKey("default", f"dev-{i}") for i in range(3)]
+PROPS = ["temperature", "setpoint", "mode"]
+
+
+def random_write(rng: random.Random, n: int) -> list[TwinWrite]:
+    out = []
+    for prop in rng.sample(PROPS, rng.randint(1, len(PROPS))):
+        reported = rng.random() < 0.8
+        desired = rng.random() < 0.3
+        out.append(
+            TwinWrite(
+                prop,
+                f"r{n}" if reported else None,
+                {"type": "int", "timestamp": str(n)} if reported or rng.random() < 0.2 else None,
+                f"d{n}" if desired else None,
+                {"type": "int"} if desired else None,
+            )
+        )
+    return out
+
+
+async def test_the_copy_in_memory_matches_sqlite_through_any_mix_of_writes(tmp_path: Path) -> None:
+    store = AgentStore(tmp_path / "agent.db")
+    store.start()
+    rng = random.Random(7)
+    marked: list[ObjectKey] = []
+    store.on_written.append(marked.append)
+    fresh = connect(tmp_path / "agent.db", readonly=True)
+    try:
+        store.twins(KEYS[0])  # one device read before any write: its copy is kept from then on
+        for n in range(1, 300):
+            key = rng.choice(KEYS)
+            if rng.random() < 0.25:
+                online = "2026-12-03T10:00:00Z" if rng.random() < 0.5 else None
+                await store.write_state(key, rng.choice(["ok", "offline"]), n, online)
+            else:
+                # Several reports in flight at once land in one group commit, in order.
+                await asyncio.gather(*(store.write_twins(key, random_write(rng, n * 10 + k), n) for k in range(3)))
+            if rng.random() < 0.3:
+                store.twins(rng.choice(KEYS))  # copies start at any moment
+                store.state(rng.choice(KEYS))
+            for key in KEYS:  # after every step, not only at the end: a later write can hide a wrong merge
+                assert store.twins(key) == read_twins(fresh, key), (n, key)
+                assert store.state(key) == read_state(fresh, key), (n, key)
+        assert set(marked) == set(KEYS)
+    finally:
+        fresh.close()
+        await store.close()
+
+
+async def test_a_write_whose_caller_is_cancelled_still_lands_in_the_copy_and_is_marked(tmp_path: Path) -> None:
+    store = AgentStore(tmp_path / "agent.db")
+    store.start()
+    key = KEYS[0]
+    marked: list[ObjectKey] = []
+    store.on_written.append(marked.append)
+    try:
+        assert store.twins(key) == []
+        task = asyncio.create_task(store.write_twins(key, [TwinWrite("temperature", "21", {}, None, None)], 1))
+        await asyncio.sleep(0)  # queued for the writer thread
+        task.cancel()
+        await asyncio.sleep(0.5)  # the group commit goes on without its caller
+        assert [row.reported_value for row in store.twins(key)] == ["21"]
+        assert marked == [key]
+    finally:
+        await store.close()
