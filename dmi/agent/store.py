@@ -344,7 +344,10 @@ class AgentStore:
 def _resolve(results: list[_Result]) -> None:
     for fut, exc, after in results:
         if exc is None and after is not None:
-            after()
+            try:
+                after()
+            except Exception:  # a listener's bug must not leave the other writers of the group waiting
+                log.exception("store: after a committed write")
         if fut.done():  # the caller was cancelled; its write still happened
             continue
         if exc is None:
