@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from pathlib import Path
+
+import pytest
 
 from dmi.agent.store import AgentStore, TwinWrite, connect, read_state, read_twins
 from dmi.resources import ObjectKey
@@ -75,5 +78,31 @@ async def test_a_write_whose_caller_is_cancelled_still_lands_in_the_copy_and_is_
         await asyncio.sleep(0.5)  # the group commit goes on without its caller
         assert [row.reported_value for row in store.twins(key)] == ["21"]
         assert marked == [key]
+    finally:
+        await store.close()
+
+
+async def test_no_copy_starts_from_sqlite_while_a_commit_waits_to_be_applied(tmp_path: Path) -> None:
+    store = AgentStore(tmp_path / "agent.db")
+    store.start()
+    key = KEYS[0]
+    seen: list[str | None] = []
+    store.on_written.append(lambda k: seen.extend(row.reported_value for row in store.twins(k)))
+    try:
+        first = asyncio.create_task(store.write_twins(key, [TwinWrite("p", "1", {}, None, None)], 1))
+        await asyncio.sleep(0)  # queued for the writer thread
+        time.sleep(0.2)  # the loop is held: group 1 commits, its resolution waits for the loop
+        second = store.write_twins(key, [TwinWrite("p", "2", {}, None, None)], 2)
+        second.send(None)  # queued too, without giving the loop a turn
+        time.sleep(0.2)  # group 2 commits
+        # A first read sees both commits in SQLite. Had it started the copy, applying group 1 on top would put
+        # "1" back after "2" had been handed out.
+        assert [row.reported_value for row in store.twins(key)] == ["2"]
+        await first
+        await asyncio.sleep(0.05)
+        with pytest.raises(StopIteration):  # resolved by now: one more step ends it
+            second.send(None)
+        assert seen == ["2", "2"], seen
+        assert [row.reported_value for row in store.twins(key)] == ["2"]
     finally:
         await store.close()

@@ -7,9 +7,11 @@ is in test_cluster_agent.py; the figures at 1,000 devices are in bench/cloud_syn
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from dmi.agent.kube_status import StatusWriter
+from dmi.agent.store import AgentStore
 from dmi.resources import ObjectKey
 
 
@@ -169,10 +171,16 @@ def test_one_live_queue_entry_per_device_however_often_its_write_fails() -> None
     assert len(w._ready) <= 2 * len(w._dirty) + 64
 
 
-def test_a_device_no_longer_ours_is_forgotten() -> None:
+def test_a_device_no_longer_ours_is_forgotten(tmp_path: Path) -> None:
     clock = Clock()
-    w = writer(clock)
+    none: Any = None
+    store = AgentStore(tmp_path / "agent.db")
+    w = StatusWriter(none, store, lambda: none, interval_s=1.0, clock=clock)
     report(w, clock, "a", 100.0)
+    assert store.twins(key("a")) == []  # the store's copy of it starts
     w._forget(key("a"))
     assert take(w, 1) == []
     assert key("a") not in w._reported and key("a") not in w._last_write
+    assert key("a") not in store._twins
+    store._conn.close()  # never started: no writer thread to stop
+    store._reader.close()

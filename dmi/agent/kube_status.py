@@ -353,6 +353,7 @@ class StatusWriter:
             table.pop(key, None)
         self._overdue.discard(key)
         self._logged = {entry for entry in self._logged if entry[0] != key}
+        self.store.forget(key)
 
     async def _send(
         self, key: ObjectKey, patch: dict[str, Any], device: Any, twins: Any, state: Any

@@ -173,6 +173,9 @@ class AgentStore:
         # writer reads them for each write, and a read from SQLite (with its JSON) on the event loop costs more.
         self._twins: dict[ObjectKey, dict[str, TwinRow]] = {}
         self._states: dict[ObjectKey, StateRow | None] = {}
+        # Groups the writer thread began (written by it only) and groups resolved on the loop (by the loop only).
+        self._groups_begun = 0
+        self._groups_resolved = 0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -206,9 +209,10 @@ class AgentStore:
                     stop = True
                     break
                 batch.append(item)
+            self._groups_begun += 1  # before the commit can be seen: see _settled
             results = self._commit(conn, batch)
             assert self._loop is not None
-            self._loop.call_soon_threadsafe(_resolve, results)
+            self._loop.call_soon_threadsafe(self._resolve, results)
             if stop:
                 return
 
@@ -238,6 +242,23 @@ class AgentStore:
         self.commits += 1
         return out
 
+    def _resolve(self, results: list[_Result]) -> None:
+        try:
+            for fut, exc, after in results:
+                if exc is None and after is not None:
+                    try:
+                        after()
+                    except Exception:  # a listener's bug must not leave the other writers of the group waiting
+                        log.exception("store: after a committed write")
+                if fut.done():  # the caller was cancelled; its write still happened
+                    continue
+                if exc is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(exc)
+        finally:
+            self._groups_resolved += 1
+
     async def _submit(self, job: Job, after: Callable[[], None] | None = None) -> None:
         """Run ``job`` in the next group commit; ``after`` runs on the loop once it is committed, even if the
         caller was cancelled meanwhile (the write happened all the same)."""
@@ -247,7 +268,9 @@ class AgentStore:
 
     # ------------------------------------------------------------------ writes
     async def write_twins(self, key: ObjectKey, twins: Sequence[TwinWrite], received_ms: int) -> None:
-        """Merge a report's twins; returns once they are committed."""
+        """Merge a report's twins; returns once they are committed. The writes' meta dicts are read again when the
+        commit is applied to the in-memory copy: they must not change meanwhile."""
+        twins = list(twins)
         rows = [
             (
                 key.namespace,
@@ -329,31 +352,32 @@ class AgentStore:
         return read_resources(self._reader, kind)
 
     def twins(self, key: ObjectKey) -> list[TwinRow]:
-        """The device's twins as committed, by property name."""
+        """The device's twins as committed, by property name (read-only: the rows are the store's own copy)."""
         cached = self._twins.get(key)
         if cached is None:
-            cached = self._twins[key] = {row.property: row for row in read_twins(self._reader, key)}
+            rows = {row.property: row for row in read_twins(self._reader, key)}
+            if not self._settled():
+                return [rows[name] for name in sorted(rows)]
+            cached = self._twins[key] = rows
         return [cached[name] for name in sorted(cached)]
 
     def state(self, key: ObjectKey) -> StateRow | None:
-        if key not in self._states:
-            self._states[key] = read_state(self._reader, key)
-        return self._states[key]
+        if key in self._states:
+            return self._states[key]
+        row = read_state(self._reader, key)
+        if self._settled():
+            self._states[key] = row
+        return row
 
+    def _settled(self) -> bool:
+        # A copy may start from SQLite only when every group it could see has been applied to the copies: one
+        # committed but not yet resolved would be applied again on top, briefly putting an older value back.
+        return self._groups_begun == self._groups_resolved
 
-def _resolve(results: list[_Result]) -> None:
-    for fut, exc, after in results:
-        if exc is None and after is not None:
-            try:
-                after()
-            except Exception:  # a listener's bug must not leave the other writers of the group waiting
-                log.exception("store: after a committed write")
-        if fut.done():  # the caller was cancelled; its write still happened
-            continue
-        if exc is None:
-            fut.set_result(None)
-        else:
-            fut.set_exception(exc)
+    def forget(self, key: ObjectKey) -> None:
+        """Drop the in-memory copy of a device that is no longer served (SQLite keeps its rows)."""
+        self._twins.pop(key, None)
+        self._states.pop(key, None)
 
 
 # json.dumps with options builds a new encoder per call; twins are the hot path, so build it once.
