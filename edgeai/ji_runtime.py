@@ -26,6 +26,9 @@ from edgeai.status_store import StatusStore
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_S = (1.0, 30.0)
+# The edge worker starts once the cloud worker answers on its port, or after this long: hard examples it sends
+# before then would all fall back to the edge's own answer.
+CLOUD_READY_S = 30.0
 
 
 def hem_parameters_json(params: dict[str, str]) -> str:
@@ -108,16 +111,26 @@ class JointInferenceRuntime:
         cloud = build_command(
             ji.spec.cloudWorker.template,
             f"{where}.cloudWorker.template",
-            {**extra, **cloud_env(ji, self._model_url(ji.spec.cloudWorker.model.name), cloud_name, "127.0.0.1",
-                                  self.cloud_port)},
+            {
+                **extra,
+                **cloud_env(
+                    ji, self._model_url(ji.spec.cloudWorker.model.name), cloud_name, "127.0.0.1", self.cloud_port
+                ),
+            },
             self.settings.base_dir,
         )
         edge_injected = edge_env(
-            ji, self._model_url(ji.spec.edgeWorker.model.name), edge_name, "127.0.0.1", self.cloud_port,
+            ji,
+            self._model_url(ji.spec.edgeWorker.model.name),
+            edge_name,
+            "127.0.0.1",
+            self.cloud_port,
             self.settings.lc_server,
         )
         edge = build_command(
-            ji.spec.edgeWorker.template, f"{where}.edgeWorker.template", {**extra, **edge_injected},
+            ji.spec.edgeWorker.template,
+            f"{where}.edgeWorker.template",
+            {**extra, **edge_injected},
             self.settings.base_dir,
         )
         # A user's LC_PERIOD in the template wins over ours.
@@ -154,8 +167,31 @@ class JointInferenceRuntime:
         for role in ("cloud", "edge"):
             self._tasks.append(asyncio.create_task(self._supervise(role)))
 
+    async def _cloud_ready(self) -> None:
+        """Until the cloud worker accepts connections (it has loaded its model), it exits, or CLOUD_READY_S pass."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOUD_READY_S
+        cloud = self.workers["cloud"]
+        while loop.time() < deadline and not self._stopping:
+            try:
+                _reader, writer = await asyncio.open_connection("127.0.0.1", self.cloud_port)
+            except OSError:
+                if cloud.returncode is not None:
+                    return  # the cloud worker failed: its supervisor says why; the edge goes on without it
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+        log.warning(
+            "%s: the cloud worker does not answer on port %d; starting the edge worker", self.ji.key, self.cloud_port
+        )
+
     async def _supervise(self, role: str) -> None:
         backoff = RESTART_BACKOFF_S[0]
+        if role == "edge":
+            await self._cloud_ready()
         while not self._stopping:
             worker = self.workers[role]
             try:
