@@ -23,10 +23,7 @@ class TokenBucket:
 
     def wait_time(self) -> float:
         """Take a token and return 0 if one is there; otherwise the seconds until one will be (none taken)."""
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-        if self._tokens >= 1:
+        if self.level() >= 1:
             self._tokens -= 1
             return 0.0
         return (1 - self._tokens) / self.rate
