@@ -37,6 +37,18 @@ def newest_value_ms(body: Any) -> int | None:
     return max(values) if values else None
 
 
+def newest_received_ms(body: Any) -> tuple[int, int] | None:
+    """(value, agent receipt stamp) of the twin holding the newest value: how long the report took to the agent."""
+    twins = ((body if isinstance(body, dict) else {}).get("status") or {}).get("twins") or []
+    pairs = []
+    for t in twins:
+        reported = t.get("reported") or {}
+        value, stamp = str(reported.get("value", "")), str((reported.get("metadata") or {}).get("timestamp", ""))
+        if value.isdigit() and stamp.isdigit():
+            pairs.append((int(value), int(stamp)))
+    return max(pairs) if pairs else None
+
+
 def status_name(record: WriteRecord) -> str:
     meta = record.body.get("metadata") if isinstance(record.body, dict) else None
     if record.verb == "create" and isinstance(meta, dict):
@@ -99,11 +111,14 @@ async def main(port: int, fleet: Path, kubeconfig: Path, out: Path) -> None:
         t0, t1 = float(window["t0"]), time.time()
         inside = [r for r in sim.writes[int(window["first"]) :] if "devicestatuses" in r.path and r.received >= t0]
         landed = [r for r in inside if 0 < r.code < 300]
-        staleness = []
+        staleness, ingest = [], []
         for record in landed:
             newest = newest_value_ms(record.body)
             if newest is not None:
                 staleness.append(record.received * 1000 - newest)
+            pair = newest_received_ms(record.body)
+            if pair is not None:
+                ingest.append(pair[1] - pair[0])
         p50, p99 = view_quantiles(sim.writes, t0, t1, (0.50, 0.99))
         result = {
             "seconds": t1 - t0,
@@ -111,6 +126,7 @@ async def main(port: int, fleet: Path, kubeconfig: Path, out: Path) -> None:
             "refused": sum(1 for r in inside if r.code >= 300 and r.code != 404),
             "missing": sum(1 for r in inside if r.code == 404),
             "staleness": staleness,
+            "ingest": ingest,
             "view_p50_ms": p50,
             "view_p99_ms": p99,
         }
