@@ -5,13 +5,15 @@ connection, they are the same."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from dmi.agent.store import AgentStore, TwinWrite, connect, read_state, read_twins
+from dmi.agent.store import AgentStore, TwinWrite, _dump, connect, read_state, read_twins
 from dmi.resources import ObjectKey
 
 KEYS = [ObjectKey("default", f"dev-{i}") for i in range(3)]
@@ -106,3 +108,22 @@ async def test_no_copy_starts_from_sqlite_while_a_commit_waits_to_be_applied(tmp
         assert [row.reported_value for row in store.twins(key)] == ["2"]
     finally:
         await store.close()
+
+
+def test_twin_metadata_text_is_what_the_json_encoder_writes() -> None:
+    """The hand-built JSON of twin metadata (the ingest hot path) is byte for byte the general encoder's, for any
+    strings (quotes, backslashes, control characters, non-ASCII, surrogates) and for values that are not strings."""
+    reference = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+    rng = random.Random(7)
+    alphabet = ['"', "\\", "\n", "\t", "\x00", "\x1f", "é", "水", "\U0001f600", "\ud800", "/", " ", "a", "Z", "0"]
+
+    def text() -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+
+    cases: list[dict[str, Any]] = [{}, {"type": "int", "timestamp": "1764790000000"}]
+    cases += [{text(): text() for _ in range(rng.randint(1, 4))} for _ in range(2000)]
+    cases += [{"timestamp": 1764790000000}, {"type": None}, {"a": 1.5, "b": True}, {"x": ["y"]}]
+    for meta in cases:
+        assert _dump(meta) == reference(meta), meta
+        assert json.loads(_dump(meta) or "") == meta
+    assert _dump(None) is None
