@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import keyword
+import os
 import re
 import shutil
 import tempfile
@@ -18,6 +20,8 @@ from mapper_cli.common import fail
 
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 PROTOCOL = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+# Folders the template itself creates beside the package: a package of that name would be merged into them.
+TEMPLATE_FOLDERS = frozenset(("tests", "crds", "deploy"))
 
 
 class NewProjectError(ValueError):
@@ -52,8 +56,9 @@ def list_templates(root: Path) -> list[tuple[str, str]]:
     return out
 
 
-def check_answers(answers: Answers) -> None:
-    """Each rule that fails says which one."""
+def check_answers(answers: Answers, target: Path | None = None) -> None:
+    """Each rule that fails says which one. ``target``: the project folder (a module found there is this very
+    project, installed before, and does not count as taken)."""
     name = answers.name
     if len(name) > 63 or not DNS_1123_LABEL.match(name):
         raise NewProjectError(
@@ -62,13 +67,68 @@ def check_answers(answers: Answers) -> None:
         )
     if not name[0].isalpha():
         raise NewProjectError(f"name {name!r} must start with a letter: it also names the Python package")
-    if not answers.package.isidentifier() or keyword.iskeyword(answers.package):
-        raise NewProjectError(f"name {name!r} gives the package {answers.package!r}, not a valid Python identifier")
+    package = answers.package
+    if keyword.iskeyword(package):
+        raise NewProjectError(
+            f"name {name!r} gives the package {package!r}, a Python keyword. Hint: e.g. {name}-mapper"
+        )
+    if not package.isidentifier():
+        raise NewProjectError(f"name {name!r} gives the package {package!r}, not a valid Python identifier")
+    if package in TEMPLATE_FOLDERS:
+        raise NewProjectError(
+            f"name {name!r} gives the package {package!r}, which the project already has as a folder."
+            f" Hint: e.g. {name}-mapper"
+        )
+    taken = _module_origin(package)
+    if taken is not None and target is not None and Path(taken).resolve().is_relative_to(target.resolve()):
+        taken = None
+    if taken is not None:
+        raise NewProjectError(
+            f"name {name!r} gives the package {package!r}, which is already a module here ({taken}): one of the two"
+            f" would hide the other when the mapper imports it. Hint: e.g. {name}-mapper"
+        )
     if not PROTOCOL.match(answers.protocol):
         raise NewProjectError(
             f"protocol {answers.protocol!r}: expected lower-case letters, digits, '-' or '_', starting with a letter"
             " (it is the CRs' protocolName)"
         )
+
+
+def _module_origin(package: str) -> str | None:
+    """Where an importable top-level module of this name lives (the standard library, the SDK, a dependency)."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    return spec.origin if spec.origin not in (None, "built-in", "frozen") else "built into Python"
+
+
+def _check_target(target: Path, force: bool) -> Path:
+    """The absolute folder to create; refuses what --force must never remove."""
+    absolute = target.expanduser().absolute()
+    resolved = absolute.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise NewProjectError(
+            f"{target} is (or holds) the folder you are in: a new project needs a folder of its own, and --force"
+            " would delete everything in it. Hint: --output my-project"
+        )
+    if resolved.exists() and not resolved.is_dir():
+        raise NewProjectError(f"{target} exists and is not a folder. Hint: choose another --output")
+    if resolved.exists() and not force:
+        raise NewProjectError(f"{target} already exists. Hint: --force replaces it, or choose another --output")
+    for parent in resolved.parents:
+        if parent.exists() and not parent.is_dir():
+            raise NewProjectError(f"{target}: {parent} is a file, not a folder. Hint: choose another --output")
+    return absolute
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def render(template: Path, answers: Answers, target: Path, force: bool) -> list[Path]:
@@ -77,8 +137,8 @@ def render(template: Path, answers: Answers, target: Path, force: bool) -> list[
 
     if not (template / "template.yaml").exists():
         raise NewProjectError(f"{template} is not a template (no template.yaml). Hint: mapper new --list-templates")
-    if target.exists() and not force:
-        raise NewProjectError(f"{target} already exists. Hint: --force replaces it, or choose another --output")
+    shown = target
+    target = _check_target(target, force)
     env = Environment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
     values = {
         "name": answers.name,
@@ -88,9 +148,13 @@ def render(template: Path, answers: Answers, target: Path, force: bool) -> list[
         "package": answers.package,
         "class_name": answers.class_name,
     }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{answers.name}-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{answers.name}-", dir=target.parent))
+    except OSError as exc:
+        raise NewProjectError(f"cannot create {shown}: {exc.strerror or exc}. Hint: choose another --output") from None
     made: list[Path] = []
+    source = template
     try:
         for source in sorted(template.rglob("*")):
             relative = source.relative_to(template)
@@ -101,15 +165,21 @@ def render(template: Path, answers: Answers, target: Path, force: bool) -> list[
             out.parent.mkdir(parents=True, exist_ok=True)
             if source.suffix == ".j2":
                 out = out.with_suffix("")
-                out.write_text(env.from_string(source.read_text()).render(values))
+                out.write_text(env.from_string(source.read_text(encoding="utf-8")).render(values))
             else:
                 shutil.copyfile(source, out)
             made.append(out.relative_to(staging))
+        # mkdtemp makes a private folder; the project gets the usual permissions.
+        staging.chmod(0o777 & ~_umask())
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
     except TemplateError as exc:
-        raise NewProjectError(f"template {template}: {exc}") from None
+        raise NewProjectError(f"template file {source}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise NewProjectError(f"template file {source} is not UTF-8 text ({exc.reason}); nothing was written") from None
+    except OSError as exc:
+        raise NewProjectError(f"cannot write {shown}: {exc.strerror or exc}; nothing was written") from None
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -150,7 +220,7 @@ def new(
     answers = Answers(name, protocol, author, with_stream)
     target = output if output is not None else Path(name)
     try:
-        check_answers(answers)
+        check_answers(answers, target)
         made = render(template if template is not None else root / "mapper", answers, target, force)
     except NewProjectError as exc:
         fail(str(exc))
@@ -160,7 +230,15 @@ def new(
         typer.echo(f"  {path}")
     typer.echo(
         f"next:\n  cd {target} && pip install -e '.[dev]'\n"
-        f"  mapper up --devices crds --no-mappers & mapper run --driver {answers.package}:driver_factory -c config.yaml"
+        f"  mapper up --devices crds --no-mappers & {local_run_command(answers)}"
+    )
+
+
+def local_run_command(answers: Answers) -> str:
+    """The mapper run beside ``mapper up`` (sockets in its .mapper folder; config.yaml keeps edgecore's paths)."""
+    return (
+        f"mapper run --driver {answers.package}:driver_factory -c config.yaml"
+        f" --edgecore-sock .mapper/dmi.sock --socket .mapper/{answers.name}.sock"
     )
 
 

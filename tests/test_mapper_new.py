@@ -3,10 +3,13 @@ manifests validate against the Kubernetes schema; bad input is refused with noth
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -104,7 +107,11 @@ def test_our_own_pi_manifest_validates() -> None:
         ("mapper-", "is not a DNS-1123 label"),
         ("x" * 64, "at most 63 characters"),
         ("9lives", "must start with a letter"),
-        ("class", "not a valid Python identifier"),
+        ("class", "a Python keyword"),
+        ("yaml", "which is already a module here"),  # a dependency: the project could not import it
+        ("mapper-framework", "which is already a module here"),  # the SDK itself
+        ("json", "which is already a module here"),  # the standard library
+        ("tests", "which the project already has as a folder"),
     ],
 )
 def test_bad_names_are_refused_and_nothing_is_written(tmp_path: Path, name: str, rule: str) -> None:
@@ -151,3 +158,64 @@ def test_prompts_list_templates_stream_and_a_team_template(tmp_path: Path) -> No
     own = mapper("new", "team-mapper", "--no-input", "--template", str(team), "-o", str(tmp_path / "t"))
     assert own.returncode == 0, own.stderr
     assert (tmp_path / "t" / "team_mapper" / "NOTES.md").read_text() == "team-mapper speaks team\n"
+
+
+def test_force_never_removes_the_folder_you_are_in_nor_a_file(tmp_path: Path) -> None:
+    here = tmp_path / "work" / "project"
+    here.mkdir(parents=True)
+    (here / "notes.txt").write_text("mine")
+    for output in (".", "..", str(here)):
+        result = mapper("new", "foo-mapper", "--no-input", "--output", output, "--force", cwd=here)
+        assert result.returncode == 1, result.stdout
+        assert "is (or holds) the folder you are in" in result.stderr and "Traceback" not in result.stderr
+    assert [p.name for p in here.iterdir()] == ["notes.txt"]
+
+    (here / "afile").write_text("")
+    for output, said in (("afile", "exists and is not a folder"), ("afile/sub", "is a file, not a folder")):
+        result = mapper("new", "foo-mapper", "--no-input", "--output", output, "--force", cwd=here)
+        assert result.returncode == 1 and said in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert sorted(p.name for p in here.iterdir()) == ["afile", "notes.txt"]
+
+
+def test_the_project_folder_has_the_usual_permissions(tmp_path: Path) -> None:
+    made = mapper("new", "perm-mapper", "--no-input", "--output", str(tmp_path / "p"))
+    assert made.returncode == 0, made.stderr
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "p").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_the_generated_readme_quick_start_shows_twins(tmp_path: Path) -> None:
+    """The two commands the generated README gives (and `mapper new` prints), run as written in the project."""
+    project = tmp_path / "quick-mapper"
+    made = mapper("new", "quick-mapper", "--no-input", "--output", str(project))
+    assert made.returncode == 0, made.stderr
+    block = (project / "README.md").read_text().split("```sh\n", 1)[1].split("```", 1)[0]
+    up_line = next(line for line in block.splitlines() if line.startswith("mapper up"))
+    run_line = next(line for line in block.splitlines() if line.startswith("mapper run"))
+    assert run_line in made.stdout  # the printed next step is the README's
+    env = {**os.environ, "PYTHONPATH": str(project)}
+    me = [sys.executable, "-m", "mapper_cli.main"]
+    up = subprocess.Popen([*me, *up_line.rstrip(" &").split()[1:]], cwd=project, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    run = subprocess.Popen([*me, *run_line.split()[1:]], cwd=project, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 40
+        seen = ""
+        while time.monotonic() < deadline:
+            got = mapper("get", "devicestatus", "quick-mapper-device", "-o", "json", cwd=project)
+            seen = got.stdout + got.stderr
+            if got.returncode == 0 and json.loads(got.stdout)["status"].get("twins"):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"no twins after 40 s: {seen}")
+    finally:
+        for proc in (run, up):
+            proc.send_signal(signal.SIGINT)
+        for proc in (run, up):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
