@@ -83,6 +83,8 @@ class Issue:
     path: str
     message: str
     severity: Literal["error", "warning"] = "error"
+    # Whose problem it is, for people: "Device default/boiler-1, property pressure" ("" when unknown).
+    subject: str = ""
 
     def __str__(self) -> str:
         prefix = "warning: " if self.severity == "warning" else ""
@@ -92,6 +94,33 @@ class Issue:
         if self.path:
             where = f"{where} {self.path}"
         return f"{prefix}{where}: {self.message}"
+
+    def described(self) -> str:
+        """As ``str()``, followed by whose problem it is when known: "(Device default/boiler-1, property p)"."""
+        return f"{self} ({self.subject})" if self.subject and self.index is not None else str(self)
+
+
+_LISTED = re.compile(r"^spec\.(properties|methods)\[(\d+)\]")
+
+
+def subject_of(doc: Any, path: str) -> str:
+    """ "Device default/boiler-1, property pressure": the object a document is, and the property or method that
+    ``path`` lies in, by name (a path alone says only "spec.properties[3]")."""
+    if not isinstance(doc, dict):
+        return ""
+    meta, spec = _dict(doc.get("metadata")), _dict(doc.get("spec"))
+    kind, name, namespace = doc.get("kind"), meta.get("name"), meta.get("namespace")
+    if not isinstance(kind, str) or not kind or not isinstance(name, str) or not name:
+        return ""
+    out = f"{kind} {namespace if isinstance(namespace, str) and namespace else 'default'}/{name}"
+    match = _LISTED.match(path)
+    items = spec.get(match.group(1)) if match else None
+    if match and isinstance(items, list) and int(match.group(2)) < len(items):
+        item = items[int(match.group(2))]
+        item_name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(item_name, str) and item_name:
+            out += f", {'property' if match.group(1) == 'properties' else 'method'} {item_name}"
+    return out
 
 
 @dataclass(frozen=True)
@@ -456,10 +485,12 @@ class _DocumentCheck:
         self.issues: list[Issue] = []
 
     def error(self, path: str, message: str) -> None:
-        self.issues.append(Issue(self.loaded.file, self.loaded.index, path, message))
+        subject = subject_of(self.loaded.doc, path)
+        self.issues.append(Issue(self.loaded.file, self.loaded.index, path, message, subject=subject))
 
     def warn(self, path: str, message: str) -> None:
-        self.issues.append(Issue(self.loaded.file, self.loaded.index, path, message, "warning"))
+        subject = subject_of(self.loaded.doc, path)
+        self.issues.append(Issue(self.loaded.file, self.loaded.index, path, message, "warning", subject))
 
     def kind(self) -> str | None:
         """Check apiVersion and kind; the kind to validate as, or None to stop here."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import os
 import signal
@@ -113,7 +112,9 @@ def _config(
     )
 
 
-async def _run_until_signalled(agent: Agent, while_running: asyncio.Future[None] | None = None) -> None:
+async def _run_until_signalled(
+    agent: Agent, while_running: asyncio.Future[None] | None = None, socket_option: str = "--socket"
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -122,7 +123,8 @@ async def _run_until_signalled(agent: Agent, while_running: asyncio.Future[None]
         await agent.start()
     except SocketInUseError as exc:
         await agent.stop()
-        fail(str(exc))
+        # The socket comes from --socket for `mapper agent`, from --runtime-dir for `mapper up`.
+        fail(str(exc).replace("--socket", socket_option))
     try:
         await stop.wait()
     finally:
@@ -226,7 +228,7 @@ def up(
 
         side_task: asyncio.Future[None] = asyncio.ensure_future(side())
         try:
-            await _run_until_signalled(agent_, side_task)
+            await _run_until_signalled(agent_, side_task, socket_option="--runtime-dir")
         finally:
             await children.stop()
 
@@ -248,6 +250,7 @@ DEMO_SECRETS = {"ONVIF_PASSWORD": "demo-password"}
 def stack_plan(devices: Path, runtime_dir: Path, http_port: int, log_level: str) -> list[tuple[str, list[str]]]:
     """The child processes of ``mapper up``: per protocol in the folder with a shipped mapper, its simulator
     (when there is one) and the mapper itself."""
+    from mapper_cli.cmd_run import SHIPPED_PROTOCOLS
     from mapper_cli.cmd_simulate import load_specs
 
     plan: list[tuple[str, list[str]]] = []
@@ -255,7 +258,7 @@ def stack_plan(devices: Path, runtime_dir: Path, http_port: int, log_level: str)
     port = http_port
     # The same REST port for the same mapper every time: modbus first (7777), then the others by name.
     for protocol in sorted(_protocols(devices), key=lambda p: (p != "modbus", p)):
-        if importlib.util.find_spec(f"mappers.{protocol}") is None:
+        if protocol not in SHIPPED_PROTOCOLS:
             log.warning("no shipped mapper for protocol %s yet: its devices stay without one", protocol)
             continue
         if protocol in SIMULATED and load_specs([devices], protocol)[0]:

@@ -35,6 +35,11 @@ def resolve_driver(spec: str) -> DriverFactory:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"--driver {spec!r}: cannot import {module_name}: {exc}") from None
+    except SyntaxError as exc:
+        where = f"{exc.filename}:{exc.lineno}" if exc.filename else module_name
+        raise ValueError(f"--driver {spec!r}: {where}: {exc.msg}. Hint: fix the module, then run again") from None
+    except Exception as exc:  # the module's own top-level code failed
+        raise ValueError(f"--driver {spec!r}: importing {module_name} failed: {type(exc).__name__}: {exc}") from None
     target = getattr(module, attr, None)
     if target is None:
         raise ValueError(f"--driver {spec!r}: {module_name} has no attribute {attr}")
@@ -57,11 +62,19 @@ def _checked(driver: Any, spec: str) -> Driver[Any, Any]:
     return driver
 
 
+SHIPPED_PROTOCOLS = ("dht11", "modbus", "onvif")  # the packages under mappers/
+
+
 def shipped_driver(protocol: str, overrides: dict[str, Any] | None = None) -> DriverFactory:
     """The driver factory of a mapper shipped in ``mappers.<protocol>`` (its ``driver_factory``).
 
     ``overrides`` replace configData keys of every device (``--pin``/``--backend`` for dht11).
     """
+    if protocol not in SHIPPED_PROTOCOLS:
+        raise ValueError(
+            f"no shipped mapper for protocol {protocol!r} (shipped: {', '.join(SHIPPED_PROTOCOLS)})."
+            " Hint: pass --driver module:attribute for your own driver"
+        )
     try:
         module = importlib.import_module(f"mappers.{protocol}")
     except ImportError:

@@ -106,13 +106,14 @@ def modbus(
     specs, motions, problems = load_specs(files, "modbus")
     for line in problems:
         typer.echo(f"skipped: {line}", err=True)
+    overrides: dict[str, str] = {}
     for item in motion or []:
         name, sep, text = item.partition("=")
         if not sep or not name:
             fail(f"--motion {item!r}: expected PROPERTY=KIND[:LOW:HIGH[:PERIOD]], e.g. temperature=sine:18:26:60")
-        motions[name] = text
+        overrides[name] = text
     try:
-        endpoints = build_endpoints(specs, motions, tcp=tcp, rtu=rtu)
+        endpoints = build_endpoints(specs, motions, tcp=tcp, rtu=rtu, overrides=overrides)
     except SimulatorError as exc:
         fail(str(exc))
         raise AssertionError from exc

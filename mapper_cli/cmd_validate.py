@@ -11,6 +11,7 @@ import typer
 
 from dmi.validate import Issue, ValidationReport, validate_paths
 from mapper_cli.common import fail
+from mapper_cli.driver_checks import driver_issues, merged
 
 
 class ValidateOutput(StrEnum):
@@ -39,18 +40,24 @@ def validate(filename: FilenameOpt, output: OutputOpt = ValidateOutput.text) -> 
     """Validate device CRs against the v1beta1 CRD schemas and against each other.
 
     Every file is checked together with the others, so a Device's model must be
-    among them. Warnings (for example configData that real edgecore would not
+    among them. Devices of a shipped mapper (modbus, onvif, dht11) also have their
+    configData checked by that mapper's own rules, and desired values against
+    their property's type, minimum and maximum. Warnings (for example configData that real edgecore would not
     pass on unchanged) are shown but do not fail; any error exits with status 1.
     """
     for path in filename:
         if not path.exists():
             fail(f"{path} does not exist", code=2)
     report = validate_paths(filename)
+    report = merged(report, driver_issues(report))
+    if not report.documents and not report.issues:
+        shown = ", ".join(map(str, filename))
+        fail(f"no CR documents in {shown} (files *.yaml, *.yml, *.json). Hint: check the path, or -f FOLDER")
     if output is ValidateOutput.json:
         typer.echo(json.dumps(_as_json(report), indent=2))
     else:
         for issue in report.issues:
-            typer.echo(str(issue))
+            typer.echo(issue.described())
         typer.echo(_summary(report))
     if not report.ok:
         raise typer.Exit(1)
@@ -68,7 +75,13 @@ def _summary(report: ValidationReport) -> str:
 
 
 def _issue_json(issue: Issue) -> dict[str, Any]:
-    return {"file": issue.file, "index": issue.index, "path": issue.path, "message": issue.message}
+    return {
+        "file": issue.file,
+        "index": issue.index,
+        "path": issue.path,
+        "message": issue.message,
+        "subject": issue.subject,
+    }
 
 
 def _as_json(report: ValidationReport) -> dict[str, Any]:

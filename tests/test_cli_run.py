@@ -37,6 +37,37 @@ def test_bad_driver_specs(spec: str, message: str) -> None:
     assert out.exit_code == 1 and message in out.output
 
 
+def test_a_driver_module_that_does_not_import_is_named_with_the_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_syntax_drv.py").write_text("def f(:\n    pass\n")
+    (tmp_path / "broken_init_drv.py").write_text("raise RuntimeError('no backend configured')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match=r"broken_syntax_drv.py:1: invalid syntax. Hint: fix the module"):
+        resolve_driver("broken_syntax_drv:f")
+    with pytest.raises(ValueError, match="importing broken_init_drv failed: RuntimeError: no backend configured"):
+        resolve_driver("broken_init_drv:f")
+
+
+def test_a_protocol_name_is_a_shipped_mapper_or_nothing(tmp_path: Path) -> None:
+    """A dotted protocolName once made `mapper up` crash (an import of mappers.<name>) and `mapper run modbus.codec`
+    load a module that is not a mapper."""
+    from mapper_cli.cmd_agent import stack_plan
+
+    for protocol in ("modbus.codec", "acme.v2"):
+        out = runner.invoke(app, ["run", protocol])
+        assert out.exit_code == 1 and f"no shipped mapper for protocol '{protocol}'" in out.output
+    crs = tmp_path / "crs"
+    crs.mkdir()
+    (crs / "acme.yaml").write_text(
+        "apiVersion: devices.kubeedge.io/v1beta1\nkind: DeviceModel\nmetadata: {name: m, namespace: default}\n"
+        "spec: {protocol: acme.v2, properties: []}\n---\n"
+        "apiVersion: devices.kubeedge.io/v1beta1\nkind: Device\nmetadata: {name: d, namespace: default}\n"
+        "spec: {deviceModelRef: {name: m}, nodeName: edge, protocol: {protocolName: acme.v2}}\n"
+    )
+    assert stack_plan(crs, tmp_path / "run", 7777, "warning") == []
+
+
 def test_driver_spec_kinds() -> None:
     from tests.file_driver import FileDriver
 

@@ -245,6 +245,24 @@ def test_simulator_refuses_what_it_cannot_serve() -> None:
         Motion.parse("wobble", Motion())
     with pytest.raises(SimulatorError, match="register: unknown register type"):
         build_endpoints([device("d", [Point("x", "INT", {"register": "Nope", "offset": 0})], port)])
+    one = [device("e", [Point("level", "INT", holding(0), minimum="0", maximum="10")], port)]
+    with pytest.raises(SimulatorError, match=r"--motion levle: no simulated property by that name \(properties: level"):
+        build_endpoints(one, overrides={"levle": "sine"})
+    with pytest.raises(SimulatorError, match="motion 'wobble': expected one of"):
+        build_endpoints(one, overrides={"level": "wobble"})
+    for tcp, said in (("nonsense", "expected HOST:PORT"), ("127.0.0.1:99999", "out of range"), (":5020", "HOST:PORT")):
+        with pytest.raises(SimulatorError, match=said):
+            build_endpoints(one, tcp=tcp)
+
+
+def test_command_line_motions_win_over_the_crs_annotations() -> None:
+    dev = device("f", [Point("level", "INT", holding(0), minimum="0", maximum="10")], free_port())
+    annotated = {"default/f/level": "ramp:0:10:5"}
+    [endpoint] = build_endpoints([dev], annotated)
+    assert endpoint.slaves[1].points[0].motion.kind == "ramp"
+    [endpoint] = build_endpoints([dev], annotated, overrides={"level": "sine:2:8:30"})
+    motion = endpoint.slaves[1].points[0].motion
+    assert (motion.kind, motion.low, motion.high, motion.period) == ("sine", 2.0, 8.0, 30.0)
 
 
 # --------------------------------------------------------------------------- RTU over a real serial line

@@ -61,7 +61,12 @@ DEVICE: dict[str, Any] = {
                     "mqtt": {"address": "tcp://127.0.0.1:1883", "topic": "meter", "qos": 1, "retained": False},
                 },
             },
-            {"name": "setpoint", "desired": {"value": "20", "metadata": {"type": "int"}}, "collectCycle": 1000},
+            {
+                "name": "setpoint",
+                "desired": {"value": "20", "metadata": {"type": "int"}},
+                "collectCycle": 1000,
+                "visitors": {"protocolName": "modbus", "configData": {"register": "HoldingRegister", "offset": 1}},
+            },
         ],
         "methods": [{"name": "set", "description": "write the set point", "propertyNames": ["setpoint"]}],
         "stateReport": {"reportCycle": 5000, "reportToCloud": True},
@@ -985,8 +990,10 @@ def test_cli_reports_errors(workdir: Path, cli: typer.Typer) -> None:
     result = CliRunner().invoke(cli, ["validate", "-f", "bad.yaml"])
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
-        'bad.yaml[1] spec.properties[0].collectCycle: expected integer, got "fast"',
-        'warning: bad.yaml[1] spec.protocol.configData.data: a key named "data" makes edgecore leave this device out',
+        'bad.yaml[1] spec.properties[0].collectCycle: expected integer, got "fast"'
+        " (Device default/meter, property temperature)",
+        'warning: bad.yaml[1] spec.protocol.configData.data: a key named "data" makes edgecore leave this device out'
+        " (Device default/meter)",
         "2 documents checked: 1 error, 1 warning",
     ]
 
@@ -1033,10 +1040,17 @@ def test_cli_json(workdir: Path, cli: typer.Typer) -> None:
                 "index": 0,
                 "path": "spec.deviceModelRef.name",
                 "message": 'DeviceModel "ghost" not found in namespace "default"',
+                "subject": "Device default/meter",
             }
         ],
         "warnings": [
-            {"file": "bad.yaml", "index": 1, "path": "", "message": "skipped: not a devices.kubeedge.io object"}
+            {
+                "file": "bad.yaml",
+                "index": 1,
+                "path": "",
+                "message": "skipped: not a devices.kubeedge.io object",
+                "subject": "ConfigMap default/x",
+            }
         ],
     }
 

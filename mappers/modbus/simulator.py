@@ -265,13 +265,21 @@ def build_endpoints(
     motions: Mapping[str, str] | None = None,
     tcp: str | None = None,
     rtu: str | None = None,
+    overrides: Mapping[str, str] | None = None,
 ) -> list[SimEndpoint]:
     """Group the Modbus devices into servers and slaves.
 
-    ``motions`` maps ``property`` or ``namespace/device/property`` (or ``device/property``) to a motion text.
-    ``tcp`` (``host:port``) or ``rtu`` (a serial port) serves every device there instead of at its own address.
+    ``motions`` (the CRs' annotations) and ``overrides`` (the command line, which wins) map ``property`` or
+    ``namespace/device/property`` (or ``device/property``) to a motion text; an override that names no property
+    is an error. ``tcp`` (``host:port``) or ``rtu`` (a serial port) serves every device there instead of at its own
+    address.
     """
     motions = dict(motions or {})
+    overrides = dict(overrides or {})
+    if tcp is not None:
+        _check_tcp_address(tcp)
+    used: set[str] = set()
+    names: set[str] = set()
     endpoints: dict[str, SimEndpoint] = {}
     for spec in devices:
         if spec.protocol_name != "modbus":
@@ -309,16 +317,39 @@ def build_endpoints(
             except ConfigError as exc:
                 raise SimulatorError(str(exc)) from None
             motion = _default_motion(prop.writable, visitor, prop.minimum, prop.maximum)
-            for key_name in (f"{spec.namespace}/{spec.name}/{prop.name}", f"{spec.name}/{prop.name}", prop.name):
-                if key_name in motions:
-                    motion = Motion.parse(motions[key_name], motion)
-                    break
+            names.add(prop.name)
+            keys = (f"{spec.namespace}/{spec.name}/{prop.name}", f"{spec.name}/{prop.name}", prop.name)
+            chosen = next((overrides[k] for k in keys if k in overrides), None)
+            if chosen is None:
+                chosen = next((motions[k] for k in keys if k in motions), None)
+            used.update(k for k in keys if k in overrides)
+            if chosen is not None:
+                motion = Motion.parse(chosen, motion)
             points.append(
                 SimPoint(str(spec), prop.name, visitor, motion, _initial(visitor, prop.desired, motion, str(spec)))
             )
         _check_overlaps(str(spec), points)
         endpoint.slaves[protocol.slaveID] = SimSlave(protocol.slaveID, str(spec), points)
+    unused = sorted(set(overrides) - used)
+    if unused:
+        # A motion for no property is a typo: silently serving the default motion instead hides it.
+        raise SimulatorError(
+            f"--motion {unused[0]}: no simulated property by that name (properties: {', '.join(sorted(names))})."
+            " Hint: PROPERTY, DEVICE/PROPERTY or NAMESPACE/DEVICE/PROPERTY"
+        )
     return list(endpoints.values())
+
+
+def _check_tcp_address(tcp: str) -> None:
+    host, sep, port = tcp.rpartition(":")
+    if not sep or not host:
+        raise SimulatorError(f"--tcp {tcp!r}: expected HOST:PORT, e.g. 127.0.0.1:5020")
+    try:
+        number = int(port)
+    except ValueError:
+        raise SimulatorError(f"--tcp {tcp!r}: port {port!r} is not a number. Hint: e.g. 127.0.0.1:5020") from None
+    if not 0 <= number <= 65535:
+        raise SimulatorError(f"--tcp {tcp!r}: port {number} is out of range 0-65535. Hint: e.g. 127.0.0.1:5020")
 
 
 def _check_overlaps(device: str, points: list[SimPoint]) -> None:
