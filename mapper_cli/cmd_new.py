@@ -212,13 +212,17 @@ def new(
             fail("give NAME with --no-input. Hint: mapper new my-sensor-mapper --no-input")
         name = typer.prompt("Project name (DNS-1123)", default="my-mapper")
     assert name is not None
+    target = output if output is not None else Path(name)
+    try:  # the name first: a prompt session must not end on a name refused after every other answer
+        check_answers(Answers(name, "custom", "", with_stream), target)
+    except NewProjectError as exc:
+        fail(str(exc))
     if protocol is None:
         default = name.removesuffix("-mapper") or "custom"
         protocol = default if no_input else typer.prompt("Protocol (protocolName in the CRs)", default=default)
     if author is None:
         author = "KubeEdge user" if no_input else typer.prompt("Author", default="KubeEdge user")
     answers = Answers(name, protocol, author, with_stream)
-    target = output if output is not None else Path(name)
     try:
         check_answers(answers, target)
         made = render(template if template is not None else root / "mapper", answers, target, force)
