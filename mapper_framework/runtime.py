@@ -107,6 +107,8 @@ class DeviceRuntime:
         # drops the cancellation when the answer lands at the same moment. So cancel again until the loops are
         # gone; the _stopping flag ends any loop that survived a cancel at its next round.
         for attempt in range(20):
+            if not pending:  # nothing ran (a device whose configData was refused never started its loops)
+                break
             for task in pending:
                 task.cancel()
             _done, pending = await asyncio.wait(pending, timeout=0.25)

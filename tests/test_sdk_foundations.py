@@ -232,3 +232,23 @@ async def test_rounds_that_overrun_their_cycle_count_missed_reads() -> None:
         assert runtime.missed_reads > 0
     finally:
         await runtime.stop()
+
+
+async def test_a_device_whose_config_was_refused_can_be_stopped() -> None:
+    """Its loops never started, so stopping it waits on nothing (it raised 'Set of Tasks/Futures is empty', so the
+    mapper could neither update nor remove such a device); its driver is still closed."""
+    from mapper_framework.runtime import DeviceRuntime
+    from tests.sdk_driver import FakeDevice, FakeDriver
+
+    props = [{"name": "a", "visitors": {"protocolName": "testproto", "configData": {"offset": "not a number"}}}]
+    model = parse_model(crs.model("thermo", properties=[{"name": "a", "type": "INT"}]))
+    device = parse_device(crs.device("refused", "thermo", properties=props))
+    spec = device_spec(device_to_proto(device, model), model_to_proto(model))
+    driver = FakeDriver(FakeDevice())
+    runtime = DeviceRuntime(spec, driver, lambda key, twins: None, lambda key, state: None)
+    runtime.start()
+    while runtime.state != "unhealthy":
+        await asyncio.sleep(0.01)
+    assert "configData.offset" in runtime.error
+    await asyncio.wait_for(runtime.stop(), 5)
+    assert driver.closed
