@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +44,7 @@ class DeviceRegistry:
         self.devices: dict[Key, bytes] = {}
         self.runtimes: dict[Key, DeviceRuntime] = {}
         self._previous_twins: dict[Key, dict[str, Any]] = {}
+        self._previous_specs: dict[Key, DeviceSpec] = {}
 
     # ------------------------------------------------------------------ models
     def set_model(self, model: pb.DeviceModel) -> None:
@@ -82,11 +84,24 @@ class DeviceRegistry:
             self._push.submit if self._push is not None else None,
         )
         if old is not None:
-            # Keep what was applied and read: a restart must not re-write desired values already in place.
+            # Keep what was applied and read: a restart must not re-write desired values already in place. But a
+            # property that now lives elsewhere (its visitor or the device's address changed) has its desired
+            # value written again: the old place held it, the new one does not.
             previous = self._previous_twins.pop(key, {})
+            before = self._previous_specs.pop(key, None)
+            old_props = {p.name: p for p in before.properties} if before is not None else {}
             for name, twin in previous.items():
-                if name in runtime.twins:
-                    runtime.twins[name] = twin
+                prop = spec.property(name)
+                if prop is None:
+                    continue
+                was = old_props.get(name)
+                moved = (
+                    before is None
+                    or was is None
+                    or dict(was.visitor_data) != dict(prop.visitor_data)
+                    or dict(before.protocol_data) != dict(spec.protocol_data)
+                )
+                runtime.twins[name] = dataclasses.replace(twin, observed_desired="") if moved else twin
         self.runtimes[key] = runtime
         runtime.start()
         log.info("device %s/%s %s", key[0], key[1], "restarted" if old is not None else "started")
@@ -95,12 +110,14 @@ class DeviceRegistry:
         runtime = self.runtimes.pop(key, None)
         if runtime is not None:
             self._previous_twins[key] = runtime.twins
+            self._previous_specs[key] = runtime.spec
             await runtime.stop()
 
     async def remove_device(self, namespace: str, name: str) -> None:
         key = _key(namespace, name)
         await self._stop(key)
         self._previous_twins.pop(key, None)
+        self._previous_specs.pop(key, None)
         self.devices.pop(key, None)
         self._outbox.forget(key)
         log.info("device %s/%s removed", key[0], key[1])

@@ -91,6 +91,7 @@ class DeviceRuntime:
         self._write_lock = asyncio.Lock()
         self._push = push
         self._desired_pending = False
+        self._refused_desired: dict[str, str] = {}  # property -> a desired value that can never be written
         self._stopping = False
         # Property reads whose round could not start within one cycle of being due (skipped, never made).
         self.missed_reads = 0
@@ -350,7 +351,8 @@ class DeviceRuntime:
     async def apply_desired(self, force: bool = False) -> None:
         """Write desired values that differ from what was last applied (all of them with ``force``; ReadWrite only).
 
-        A write that fails is retried on every state probe until it succeeds.
+        A write that fails is retried on every state probe until it succeeds, unless the value itself is refused
+        (:class:`PropertyValueError`: wrong type, out of range, does not fit): that is said once, not retried.
         """
         self._desired_pending = False
         for prop in self.spec.properties:
@@ -366,8 +368,21 @@ class DeviceRuntime:
                 continue
             if self.twins[prop.name].observed_desired == prop.desired and not force:
                 continue
+            if self._refused_desired.get(prop.name) == prop.desired:
+                continue  # it can never be written; said once (a new desired value restarts the device)
             try:
                 await self.write(prop.name, prop.desired)
+            except PropertyValueError as exc:
+                # The value itself is wrong (type, range, does not fit the registers): retrying cannot help.
+                self._refused_desired[prop.name] = prop.desired
+                log.error(
+                    "device %s property %s: desired value %r refused, not retried until it changes: %s",
+                    self.spec,
+                    prop.name,
+                    prop.desired,
+                    exc,
+                )
+                continue
             except Exception as exc:
                 self._desired_pending = True
                 log.error(

@@ -233,3 +233,32 @@ async def test_compiled_decoders_agree_with_the_reference_decoding(config: dict[
                 assert math.isnan(got), (v, regs, got)
             else:
                 assert got == want, (v, regs, want, got)
+
+
+async def test_writes_refuse_what_could_never_be_read_back_and_booleans_fit_numeric_registers() -> None:
+    from mapper_framework.values import PropertyValueError
+    from mappers.modbus.codec import CodecError, encode_bits, encode_registers
+
+    for data_type in ("float32", "float64", "int16"):
+        v = visitor("HoldingRegister", 0, dataType=data_type)
+        for bad in (float("nan"), float("inf"), float("-inf")):
+            with pytest.raises(CodecError, match="is not a finite number"):
+                encode_registers(v, bad)
+    with pytest.raises(CodecError, match="is not a finite number"):
+        encode_bits(visitor("CoilRegister", 0, dataType="int", limit=4), float("nan"))
+    # A value error, not a device error: the REST API answers 400 and a desired value is not retried.
+    assert issubclass(CodecError, PropertyValueError)
+
+    # A BOOLEAN property on a holding register (dataType int) or on a coil bit field: written as 1 / 0.
+    numeric = visitor("HoldingRegister", 0)
+    assert encode_registers(numeric, True) == [1] and encode_registers(numeric, False) == [0]
+    assert encode_bits(visitor("CoilRegister", 0, dataType="int", limit=2), True) == [True, False]
+
+
+async def test_an_integer_scale_keeps_64_bit_values_exact() -> None:
+    from mappers.modbus.codec import decode_general, decode_registers
+
+    raw = 1234567890123456789
+    registers = [raw >> 48 & 0xFFFF, raw >> 32 & 0xFFFF, raw >> 16 & 0xFFFF, raw & 0xFFFF]
+    v = visitor("HoldingRegister", 0, dataType="uint64", scale=10)
+    assert decode_registers(v, registers) == raw * 10 == decode_general(v, registers)

@@ -252,3 +252,77 @@ async def test_a_device_whose_config_was_refused_can_be_stopped() -> None:
     assert "configData.offset" in runtime.error
     await asyncio.wait_for(runtime.stop(), 5)
     assert driver.closed
+
+
+async def test_a_desired_value_that_can_never_be_written_is_said_once_not_retried() -> None:
+    from mapper_framework.runtime import DeviceRuntime
+    from mapper_framework.values import PropertyValueError
+    from tests.sdk_driver import FakeDevice, FakeDriver
+
+    class Picky(FakeDriver):
+        attempts = 0
+
+        async def write(self, visitor: Any, value: Any) -> None:
+            Picky.attempts += 1
+            raise PropertyValueError(f"{value} does not fit 1 register")
+
+    props = [{"name": "sp", "desired": {"value": "70000"}, "visitors": {"protocolName": "testproto"}}]
+    model = parse_model(crs.model("thermo", properties=[{"name": "sp", "type": "INT", "accessMode": "ReadWrite"}]))
+    device = parse_device(crs.device("picky", "thermo", properties=props))
+    spec = device_spec(device_to_proto(device, model), model_to_proto(model))
+    runtime = DeviceRuntime(spec, Picky(FakeDevice()), lambda key, twins: None, lambda key, state: None)
+    runtime.start()  # which applies the desired values once
+    try:
+        while Picky.attempts == 0:
+            await asyncio.sleep(0.01)
+        await runtime.apply_desired()
+        await runtime.apply_desired(force=True)  # the device came back online: still nothing to retry
+        assert Picky.attempts == 1
+        assert runtime.twins["sp"].observed_desired == ""
+    finally:
+        await runtime.stop()
+
+
+async def test_a_desired_value_is_written_again_when_its_property_moves() -> None:
+    """A CR edit that moves a property (a new register) restarts the device: the new place never held the desired
+    value, so it is written there; an edit elsewhere does not write it again."""
+    from mapper_framework.agent_client import Outbox
+    from mapper_framework.config import StateSettings
+    from mapper_framework.registry import DeviceRegistry
+    from tests.sdk_driver import FakeDevice, FakeDriver
+
+    hardware = FakeDevice()
+    registry = DeviceRegistry(lambda spec: FakeDriver(hardware), Outbox(), StateSettings())
+    model_doc = crs.model("thermo", properties=[{"name": "sp", "type": "INT", "accessMode": "ReadWrite"}])
+    model = parse_model(model_doc)
+
+    def at(offset: int, cycle: int = 1000) -> Any:
+        props = [
+            {
+                "name": "sp",
+                "desired": {"value": "42"},
+                "collectCycle": cycle,
+                "visitors": {"protocolName": "testproto", "configData": {"offset": offset}},
+            }
+        ]
+        return device_to_proto(parse_device(crs.device("mover", "thermo", properties=props)), model)
+
+    async def settled() -> None:
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if registry.runtimes[("default", "mover")].twins["sp"].observed_desired == "42":
+                return
+        raise AssertionError("the desired value was not applied")
+
+    try:
+        await registry.put_device(at(1), model_to_proto(model))
+        await settled()
+        assert hardware.writes == [(1, 42)]
+        await registry.put_device(at(1, cycle=2000))  # not moved: nothing written again
+        await settled()
+        assert hardware.writes == [(1, 42)]
+        await registry.put_device(at(9))  # moved to register 9: written there
+        await settled()
+        assert hardware.writes == [(1, 42), (9, 42)]
+    finally:
+        await registry.remove_device("default", "mover")

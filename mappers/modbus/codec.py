@@ -25,12 +25,14 @@ encoded and swapped as above.
 from __future__ import annotations
 
 import functools
+import math
 import struct
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from dmi.anypack import shortest_float32
+from mapper_framework.values import PropertyValueError
 from mappers.modbus.config import ModbusVisitorConfig
 
 _STRUCT = {
@@ -53,8 +55,9 @@ _INT_RANGE = {
 }
 
 
-class CodecError(ValueError):
-    """A value that cannot be encoded into (or decoded from) the property's registers."""
+class CodecError(PropertyValueError):
+    """A value that cannot be encoded into (or decoded from) the property's registers. A value error, not a
+    device error: the REST API answers 400 for it, and a desired value that raises it is not retried."""
 
 
 def _to_bytes(registers: list[int], visitor: ModbusVisitorConfig, numeric: bool) -> bytes:
@@ -75,9 +78,9 @@ def _from_bytes(data: bytes, visitor: ModbusVisitorConfig, numeric: bool) -> lis
 def _scaled(value: int | float, scale: float) -> int | float:
     if scale == 1:
         return value
-    result = value * scale
     if isinstance(value, int) and float(scale).is_integer():
-        return int(result)
+        return value * int(scale)  # in integers: a float product loses 64-bit values
+    result = value * scale
     exponent = Decimal(repr(float(scale))).normalize().as_tuple().exponent
     decimals = -exponent if isinstance(exponent, int) and exponent < 0 else 0
     if isinstance(value, int):
@@ -134,7 +137,8 @@ def _scaler(scale: float, integer: bool) -> Callable[[Any], Any]:
     if scale == 1:
         return _same
     if integer and float(scale).is_integer():
-        return lambda value: int(value * scale)
+        whole = int(scale)
+        return lambda value: value * whole
     if integer:
         exponent = Decimal(repr(float(scale))).normalize().as_tuple().exponent
         decimals = -exponent if isinstance(exponent, int) and exponent < 0 else 0
@@ -182,13 +186,16 @@ def encode_registers(visitor: ModbusVisitorConfig, value: Any) -> list[int]:
         if len(data) > size:
             raise CodecError(f"{len(data)} bytes do not fit {visitor.count} registers ({size} bytes)")
         return _from_bytes(data.ljust(size, b"\x00"), visitor, numeric=False)
+    if isinstance(value, bool) and kind in _INT_RANGE:
+        value = int(value)  # a BOOLEAN property on a numeric register: 1 or 0, as it reads back
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise CodecError(f"{value!r} is not a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        # The registers would take it, but the property could then never be read back as a reportable value.
+        raise CodecError(f"{value!r} is not a finite number")
     raw: int | float = value / visitor.scale if visitor.scale != 1 else value
     if kind in _INT_RANGE:
         if isinstance(raw, float):
-            if raw != raw or raw in (float("inf"), float("-inf")):
-                raise CodecError(f"{value!r} is not a finite number")
             raw = round(raw)
         low, high = _INT_RANGE[kind]
         if not low <= raw <= high:
@@ -202,8 +209,12 @@ def encode_bits(visitor: ModbusVisitorConfig, value: Any) -> list[bool]:
     """The bits that hold ``value`` for a coil write."""
     if visitor.kind == "bit":
         return [_truth(value)]
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool):
+        value = int(value)
+    if not isinstance(value, int | float):
         raise CodecError(f"{value!r} is not a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CodecError(f"{value!r} is not a finite number")
     raw = round(value / visitor.scale)
     if not 0 <= raw < 2**visitor.count:
         raise CodecError(f"{value} does not fit a bit field of {visitor.count} bits")

@@ -246,16 +246,22 @@ class ModbusDriver(Driver[ModbusProtocolConfig, ModbusVisitorConfig]):
             if bound is None or isinstance(value, bool) or not isinstance(value, int | float):
                 continue
             if (value < bound) if below else (value > bound):
-                raise ValueError(f"{value} is {'below' if below else 'above'} the visitor's {name} {bound:g}")
+                raise CodecError(
+                    f"{visitor.describe()}: {value} is {'below' if below else 'above'} the visitor's {name} {bound:g}"
+                )
         what = visitor.describe()
+        try:
+            encoded = encode_bits(visitor, value) if visitor.table == "coil" else encode_registers(visitor, value)
+        except CodecError as exc:
+            raise CodecError(f"{what}: {exc}") from None
         if visitor.table == "coil":
-            bits = encode_bits(visitor, value)
+            bits = [bool(b) for b in encoded]
             if len(bits) == 1:
                 await endpoint.call("write_coil", visitor.offset, bits[0], slave=config.slaveID, what=what)
             else:
                 await endpoint.call("write_coils", visitor.offset, bits, slave=config.slaveID, what=what)
             return
-        registers = encode_registers(visitor, value)
+        registers = [int(r) for r in encoded]
         if len(registers) == 1:
             await endpoint.call("write_register", visitor.offset, registers[0], slave=config.slaveID, what=what)
         else:
