@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+import yaml
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
@@ -272,6 +277,53 @@ def test_command_line_motions_win_over_the_crs_annotations() -> None:
 def line() -> Iterator[tuple[str, str]]:
     with short_tmpdir() as folder, serial_line(Path(folder)) as ends:
         yield ends
+
+
+async def test_rtu_a_late_answer_is_never_taken_for_the_next_request(
+    pool: EndpointPool, line: tuple[str, str], tmp_path: Path
+) -> None:
+    """RTU frames carry no transaction id. A slave that answers after the timeout (here: the simulator process
+    stopped for longer than the timeout) must not have that answer read as the next request's, which asks for as many
+    registers of the same table: every value read is the value of its own property."""
+    mapper_end, device_end = line
+    serial = {"serialPort": mapper_end, "baudRate": 19200, "parity": "none", "slaveID": 1}
+    points = [Point("a", "INT", holding(0)), Point("b", "INT", holding(1)), Point("c", "INT", holding(2))]
+    model, dev = docs("late", points, {**serial, "timeout": 300, "retries": 0, "coalesce": False})
+    crs = tmp_path / "crs"
+    crs.mkdir()
+    (crs / "late.yaml").write_text(yaml.safe_dump_all([model, dev]))
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "mapper_cli.main", "simulate", "modbus", "-f", str(crs), "--rtu", device_end,
+         "-m", "a=static:111:111", "-m", "b=static:222:222", "-m", "c=static:333:333", "--log-level", "warning"],
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        drv, visitors = await connected(spec(model, dev), pool)
+        for _ in range(100):  # until the simulator serves
+            if (await drv.read_many(visitors)) == [111, 222, 333]:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"the simulator never answered: {sim.stderr.read() if sim.poll() else ''!r}")
+        seen: dict[str, set[Any]] = {"a": set(), "b": set(), "c": set()}
+        timeouts = 0
+        for pause in (0.35, 0.4, 0.35, 0.4):
+            asyncio.get_running_loop().call_later(0.05, os.kill, sim.pid, signal.SIGSTOP)
+            asyncio.get_running_loop().call_later(0.05 + pause, os.kill, sim.pid, signal.SIGCONT)
+            deadline = asyncio.get_running_loop().time() + pause + 0.8
+            while asyncio.get_running_loop().time() < deadline:
+                for name, value in zip("abc", await drv.read_many(visitors), strict=True):
+                    if isinstance(value, BaseException):
+                        timeouts += 1
+                    else:
+                        seen[name].add(value)
+        assert timeouts > 0, "the pauses made no request time out: the test proves nothing"
+        assert seen == {"a": {111}, "b": {222}, "c": {333}}
+        await drv.close()
+    finally:
+        os.kill(sim.pid, signal.SIGCONT)
+        sim.terminate()
+        sim.wait(timeout=10)
 
 
 async def test_rtu_over_a_serial_line_with_two_slaves(pool: EndpointPool, line: tuple[str, str]) -> None:

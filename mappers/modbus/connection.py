@@ -41,6 +41,7 @@ EXCEPTION_CODES = {
 }
 BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 5.0
+DRAIN_MAX_S = 1.0  # RTU: the longest quiet wait after a timeout (see Endpoint.call)
 
 
 class ModbusExceptionResponse(Exception):
@@ -96,6 +97,8 @@ class Endpoint:
             self._silence_s = 3.5 * 11 / config.baudRate if config.baudRate <= 19200 else 0.00175
         self._lock = asyncio.Lock()
         self._last_io = 0.0
+        self._timed_out = False
+        self._drain_s = min(self.timeout_s, DRAIN_MAX_S)
         self._next_attempt = 0.0
         self._delay = BACKOFF_START_S
         self._down_reason = ""
@@ -150,9 +153,14 @@ class Endpoint:
                 await self._ensure_connected()
             silence = self._silence_s
             if silence:
-                wait = self._last_io + silence - asyncio.get_running_loop().time()
+                # After a timeout the slave may still answer, late: an RTU frame carries no transaction id, so
+                # that answer would be taken for the next request's. Leave the line quiet long enough for it to
+                # arrive while no request is pending (pymodbus then drops it).
+                quiet = silence + (self._drain_s if self._timed_out else 0.0)
+                wait = self._last_io + quiet - asyncio.get_running_loop().time()
                 if wait > 0:
                     await asyncio.sleep(wait)
+                self._timed_out = False
             self.requests += 1
             try:
                 response = await getattr(self._client, method)(*args, device_id=slave, **kwargs)
@@ -165,6 +173,7 @@ class Endpoint:
                 if not self._client.connected:
                     self._lost("no response, connection closed")
                     raise EndpointUnreachable(f"{self.name}: connection lost ({exc})") from None
+                self._timed_out = True
                 raise SlaveTimeout(
                     f"no response from slave {slave} at {self.name} within {self.timeout_s * 1000:.0f} ms for {what}"
                 ) from None

@@ -218,7 +218,14 @@ class ModbusDriver(Driver[ModbusProtocolConfig, ModbusVisitorConfig]):
         )
         if group.table in BIT_TABLES:
             return response.bits[: group.count]  # type: ignore[no-any-return]
-        return response.registers  # type: ignore[no-any-return]
+        registers: list[int] = response.registers
+        if len(registers) != group.count:
+            # Not this request's answer (on RTU, a late one to an earlier request): its values belong elsewhere.
+            raise SlaveTimeout(
+                f"answer of {len(registers)} registers for {group.label}, which has {group.count}: a late answer to"
+                " an earlier request? Not used"
+            )
+        return registers
 
     def _decode(self, visitor: ModbusVisitorConfig, raw: list[Any], start: int) -> Any:
         at = visitor.offset - start
