@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -101,6 +102,9 @@ def modbus(
     from mappers.modbus.simulator import SimulatorError, build_endpoints, serve
 
     setup_logging(log_level)
+    if log_level is not LogLevel.debug:
+        # pymodbus logs every request for a slave it does not serve (with a hex dump), a line per poll.
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     if tcp and rtu:
         fail("give --tcp or --rtu, not both")
     specs, motions, problems = load_specs(files, "modbus")

@@ -7,6 +7,7 @@ with their clear message, shared connections, writes, and the simulator's own be
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -61,6 +62,25 @@ async def connected(spec_: DeviceSpec, pool: EndpointPool) -> tuple[ModbusDriver
 @pytest_asyncio.fixture
 async def pool() -> AsyncIterator[EndpointPool]:
     yield EndpointPool()
+
+
+async def test_a_slave_missing_behind_a_tcp_gateway_is_unhealthy_not_offline(pool: EndpointPool) -> None:
+    """The gateway (here the simulator) answers "gateway target device failed to respond" for a slave it cannot
+    reach: the connection is fine, that device is not. Its coalesced group is not split over it either."""
+    port = free_port()
+    servers = await start_servers(build_endpoints([device("present", ten_registers(), port, slave=1)]))
+    try:
+        missing = device("missing", ten_registers(), port, slave=9)
+        drv, visitors = await connected(missing, pool)
+        for _ in range(3):
+            results = await drv.read_many(visitors)
+            assert all(isinstance(r, ModbusExceptionResponse) and r.code == 11 for r in results), results
+        assert await drv.state() == "unhealthy"
+        assert drv._ready()[1].requests <= 3 + 1  # one request a round (plus the connect's): never split up
+        await drv.close()
+    finally:
+        for s in servers:
+            await s.shutdown()  # type: ignore[no-untyped-call]
 
 
 async def test_coalesced_reads_one_request_per_table(pool: EndpointPool) -> None:
@@ -324,6 +344,43 @@ async def test_rtu_a_late_answer_is_never_taken_for_the_next_request(
         os.kill(sim.pid, signal.SIGCONT)
         sim.terminate()
         sim.wait(timeout=10)
+
+
+def test_simulator_on_a_line_that_refuses_its_settings_says_so(line: tuple[str, str], tmp_path: Path) -> None:
+    _mapper_end, device_end = line
+    model, dev = docs("even", [Point("a", "INT", holding(0))], {"serialPort": "/dev/ttyS9", "parity": "even"})
+    (tmp_path / "even.yaml").write_text(yaml.safe_dump_all([model, dev]))
+    done = subprocess.run(
+        [sys.executable, "-m", "mapper_cli.main", "simulate", "modbus", "-f", str(tmp_path), "--rtu", device_end],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "cannot open rtu" in done.stderr and " 8E1: " in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_simulator_does_not_log_every_poll_of_a_slave_it_lacks(tmp_path: Path) -> None:
+    port = free_port()
+    model, dev = docs("one", [Point("a", "INT", holding(0))], {"ip": "127.0.0.1", "port": port, "slaveID": 1})
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump_all([model, dev]))
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "mapper_cli.main", "simulate", "modbus", "-f", str(tmp_path)],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=0.3, retries=0)
+        for _ in range(100):
+            if await client.connect():
+                break
+            await asyncio.sleep(0.1)
+        assert not (await client.read_holding_registers(0, count=1, device_id=1)).isError()
+        for _ in range(10):
+            with contextlib.suppress(Exception):
+                await client.read_holding_registers(0, count=1, device_id=9)
+        client.close()
+    finally:
+        sim.terminate()
+        _out, err = sim.communicate(timeout=10)
+    assert "does not exist" not in err and err.count("\n") < 10, err
 
 
 async def test_rtu_over_a_serial_line_with_two_slaves(pool: EndpointPool, line: tuple[str, str]) -> None:

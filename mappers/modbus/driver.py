@@ -89,6 +89,10 @@ def plan_reads(visitors: Sequence[ModbusVisitorConfig], coalesce: bool, gap: int
     return groups
 
 
+# "gateway path unavailable", "gateway target device failed to respond": the slave, not the line, is away.
+GATEWAY_CODES = frozenset((10, 11))
+
+
 class ModbusDriver(Driver[ModbusProtocolConfig, ModbusVisitorConfig]):
     """Reads and writes one Modbus slave (``slaveID``) on a TCP or RTU endpoint."""
 
@@ -149,13 +153,14 @@ class ModbusDriver(Driver[ModbusProtocolConfig, ModbusVisitorConfig]):
             try:
                 raw = await self._fetch(config, endpoint, group, visitors)
             except ModbusExceptionResponse as exc:
-                if len(group.members) > 1:
+                if len(group.members) > 1 and exc.code not in GATEWAY_CODES:  # a gateway code is no answer at all
                     split.append(group)
                     for i in group.members:
                         results[i] = await self._read_one(config, endpoint, visitors, i)
                     continue
                 self._last_error = exc
-                results[group.members[0]] = exc
+                for i in group.members:
+                    results[i] = exc
                 continue
             except (EndpointUnreachable, SlaveTimeout) as exc:
                 self._last_error = exc
@@ -278,6 +283,9 @@ class ModbusDriver(Driver[ModbusProtocolConfig, ModbusVisitorConfig]):
     async def state(self) -> str:
         if self._endpoint is None or not self._endpoint.connected:
             return "offline"
-        if isinstance(self._last_error, SlaveTimeout):
+        error = self._last_error
+        if isinstance(error, SlaveTimeout):
             return "unhealthy"  # the line is up, this slave does not answer
+        if isinstance(error, ModbusExceptionResponse) and error.code in GATEWAY_CODES:
+            return "unhealthy"  # the same, said by a gateway in front of it (or our simulator, as one)
         return "online"

@@ -25,6 +25,7 @@ import itertools
 import logging
 import math
 import random
+import termios
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -510,6 +511,12 @@ async def start_servers(endpoints: Sequence[SimEndpoint], pad: int = 8) -> list[
                 raise SimulatorError(
                     f"cannot listen on {endpoint.kind} {endpoint.address}. Hint: is the port in use, or the serial"
                     " port missing?"
+                ) from None
+            except (OSError, termios.error) as exc:  # a serial port that refuses the line settings (EINVAL)
+                line = f" at {endpoint.line.line}" if endpoint.line is not None else ""
+                raise SimulatorError(
+                    f"cannot open {endpoint.kind} {endpoint.address}{line}: {exc}. Hint: a pty (socat) takes only"
+                    " parity none; use the line settings the port supports"
                 ) from None
             servers.append(server)
             log.info("simulating %d slave(s) on %s %s", len(endpoint.slaves), endpoint.kind, endpoint.address)
