@@ -308,6 +308,11 @@ def build_endpoints(
             raise SimulatorError(
                 f"devices {other} and {spec} are both slave {protocol.slaveID} on {address}. Hint: give them"
                 " different slaveIDs"
+                + (
+                    ", or pass only the CR files of one line with -f (--tcp/--rtu puts every device on one)"
+                    if tcp is not None or rtu is not None
+                    else ""
+                )
             )
         points = []
         for prop in spec.properties:
