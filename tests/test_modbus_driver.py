@@ -438,7 +438,15 @@ async def test_rtu_line_settings_must_agree(pool: EndpointPool, line: tuple[str,
     drv, _ = await connected(spec(*first), pool)
     with pytest.raises(ConfigError, match=r"is already open at 9600 8N1 for device default/first; this device asks"):
         await connected(spec(*second), pool)
+    # Both CRs move to 19200 baud, the first device restarts first: the port is still held by the other one at
+    # 9600, and the error names that one (it named the restarting device itself).
+    third = docs("third", points, {"serialPort": mapper_end, "baudRate": 9600, "slaveID": 3})
+    drv3, _ = await connected(spec(*third), pool)
     await drv.close()
+    first_moved = docs("first", points, {"serialPort": mapper_end, "baudRate": 19200, "slaveID": 1})
+    with pytest.raises(ConfigError, match=r"already open at 9600 8N1 for device default/third; this device asks"):
+        await connected(spec(*first_moved), pool)
+    await drv3.close()
 
 
 async def test_missing_serial_port_is_named(pool: EndpointPool) -> None:

@@ -201,27 +201,31 @@ class EndpointPool:
 
     def __init__(self) -> None:
         self._endpoints: dict[str, Endpoint] = {}
-        self._owners: dict[str, str] = {}
+        self._holders: dict[str, list[str]] = {}  # endpoint -> the devices using it, in the order they came
 
     def acquire(self, config: ModbusProtocolConfig, device: str) -> Endpoint:
         endpoint = self._endpoints.get(config.endpoint)
         if endpoint is None:
             endpoint = Endpoint(config)
             self._endpoints[config.endpoint] = endpoint
-            self._owners[config.endpoint] = device
         elif endpoint.mode == "rtu" and endpoint.line != config.line:
+            holders = ", ".join(self._holders.get(config.endpoint, [])) or "another device"
             raise ConfigError(
-                f"serialPort: {config.serialPort} is already open at {endpoint.line} for device "
-                f"{self._owners[config.endpoint]}; this device asks for {config.line}. Hint: one bus has one speed"
+                f"serialPort: {config.serialPort} is already open at {endpoint.line} for device {holders}; this"
+                f" device asks for {config.line}. Hint: one bus has one speed"
             )
         endpoint.users += 1
+        self._holders.setdefault(config.endpoint, []).append(device)
         return endpoint
 
-    def release(self, endpoint: Endpoint) -> None:
+    def release(self, endpoint: Endpoint, device: str = "") -> None:
         endpoint.users -= 1
+        holders = self._holders.get(endpoint.name, [])
+        if device in holders:
+            holders.remove(device)
         if endpoint.users <= 0 and self._endpoints.get(endpoint.name) is endpoint:
             del self._endpoints[endpoint.name]
-            self._owners.pop(endpoint.name, None)
+            self._holders.pop(endpoint.name, None)
             endpoint.close()
 
     def __len__(self) -> int:

@@ -124,7 +124,7 @@ class ModbusDriver(Driver[ModbusProtocolConfig, ModbusVisitorConfig]):
 
     async def close(self) -> None:
         if self._endpoint is not None and self._pool is not None:
-            self._pool.release(self._endpoint)
+            self._pool.release(self._endpoint, self.device)
         self._endpoint = None
 
     def _ready(self) -> tuple[ModbusProtocolConfig, Endpoint]:
