@@ -12,7 +12,7 @@ Routes: ``GET /api/v1/ping``; ``GET /api/v1/device/{namespace}/{name}/{property}
 ``{"namespace", "name", "series": [{"property", "sink", "points": [{"timestamp", "value", "type"}]}]}``, the
 newest ``DATABASE_POINTS`` (1000) points of each, oldest first. A sink that cannot be read back by the mapper
 (InfluxDB, OTEL) is listed with an ``error`` saying where to query it instead.
-Errors are JSON ``{"error": ...}`` with 400, 403, 404 or 502.
+Errors are JSON ``{"error": ...}`` with 400, 403, 404, 502, or 503 for a device that is not started.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from mapper_framework.driver import StreamNotSupported
 from mapper_framework.http_server import HttpServer, Response, Router
 from mapper_framework.push import PushManager
 from mapper_framework.registry import DeviceRegistry
-from mapper_framework.runtime import DeviceRuntime
+from mapper_framework.runtime import DeviceNotStarted, DeviceRuntime
 from mapper_framework.values import PropertyValueError
 
 log = logging.getLogger(__name__)
@@ -209,6 +209,8 @@ class RestApi:
             return _error(403, str(exc))
         except PropertyValueError as exc:
             return _error(400, str(exc))
+        except DeviceNotStarted as exc:
+            return _error(503, f"{exc}. Hint: fix the Device CR's configData")
         except Exception as exc:  # the device refused or did not answer
             log.warning("device %s property %s: write %r failed: %s", runtime.spec, name, value, exc)
             return _error(502, f"device {runtime.spec} property {name}: write failed: {exc}")

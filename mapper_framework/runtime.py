@@ -35,6 +35,10 @@ STATES = ("ok", "online", "offline", "unhealthy", "unknown")
 _FREE_TEXT = frozenset(("string", "bytes", "stream"))
 
 
+class DeviceNotStarted(RuntimeError):
+    """The device's configData was refused (or is still being read): nothing can be written to it."""
+
+
 @dataclass(slots=True)
 class Twin:
     """The latest known value of one property."""
@@ -413,8 +417,13 @@ class DeviceRuntime:
             raise PermissionError(f"device {self.spec} property {name} is {prop.access_mode or 'not ReadWrite'}")
         value = parse_value(text, prop.type)
         _check_range(prop, value)
+        visitor = self._visitors.get(name)
+        if visitor is None:
+            raise DeviceNotStarted(
+                f"device {self.spec} is not started: {self.error or 'its configuration is still being read'}"
+            )
         async with self._write_lock:
-            await self.driver.write(self._visitors[name], value)
+            await self.driver.write(visitor, value)
         log.info("device %s property %s: wrote %r", self.spec, name, text)
 
 

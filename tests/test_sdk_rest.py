@@ -94,6 +94,20 @@ async def test_read_only_property_write_is_refused(stack: Any) -> None:
     assert (status, body["error"]) == (403, "device default/dev-a property temperature is ReadOnly")
 
 
+async def test_a_write_to_a_device_whose_config_was_refused_says_why(stack: Any) -> None:
+    h, mapper, _ = stack
+    dev = fast_device("dev-a")
+    dev["spec"]["properties"][1]["visitors"]["configData"]["offset"] = "one"
+    dev["spec"]["methods"] = [{"name": "set", "propertyNames": ["setpoint"]}]
+    crs.write(h.crs, "d.yaml", crs.model("thermo"), dev, fast_device("dev-b"))
+    await h.agent.reload()
+    await until(lambda: mapper.registry.runtimes[("default", "dev-a")].spec.methods != (), what="method arrives")
+    await until(lambda: mapper.registry.runtimes[("default", "dev-a")].state == "unhealthy", what="refused")
+    status, body = await _get(mapper, "/api/v1/devicemethod/default/dev-a/set/setpoint/20")
+    assert status == 503, body
+    assert body["error"].startswith("device default/dev-a is not started: ") and "configData.offset" in body["error"]
+
+
 async def test_model_database_and_metrics(stack: Any) -> None:
     h, mapper, _ = stack
     await until(lambda: stored(h.agent, "dev-a").get("temperature") is not None, what="a report")
