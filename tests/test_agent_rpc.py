@@ -291,6 +291,37 @@ async def test_socket_mode_and_stale_socket(sockdir: Path, tmp_path: Path) -> No
         await agent.stop()
 
 
+async def test_an_agent_refused_the_socket_leaves_the_running_ones_state_alone(sockdir: Path, tmp_path: Path) -> None:
+    path = sockdir / "dmi.sock"
+    crs_dir, empty = tmp_path / "crs", tmp_path / "empty"
+    crs_dir.mkdir()
+    empty.mkdir()
+    crs.write(crs_dir, "d.yaml", crs.model("thermo"), crs.device("dev-a", "thermo"))
+    state = tmp_path / "state"
+    agent = Agent(AgentConfig(socket=path, state_dir=state, devices_dir=crs_dir))
+    await agent.start()
+    try:
+        # The same socket and state folder, no devices, another status target: refused, and nothing changed.
+        second = Agent(AgentConfig(socket=path, state_dir=state, devices_dir=empty, status_target="device"))
+        with pytest.raises(SocketInUseError, match="another server is listening"):
+            await second.start()
+        await second.stop()
+        reader = StatusReader(state)
+        assert reader.target == "devicestatus"
+        reader.close()
+        assert [row.name for row in agent.store.resources("Device")] == ["dev-a"]
+        from dmi.v1beta1 import api_pb2_grpc
+
+        channel = grpc.aio.insecure_channel(f"unix:{path}")
+        answer = await api_pb2_grpc.DeviceManagerServiceStub(channel).MapperRegister(
+            register_request("m", "testproto", "/nonexistent.sock")
+        )
+        assert [d.name for d in answer.deviceList] == ["dev-a"]
+        await channel.close()
+    finally:
+        await agent.stop()
+
+
 async def test_socket_folder_form(sockdir: Path, tmp_path: Path) -> None:
     agent = Agent(AgentConfig(socket=sockdir, state_dir=tmp_path / "s"))
     await agent.start()

@@ -88,6 +88,9 @@ class Agent:
             callback()
 
     async def start(self) -> None:
+        # First of all: a second agent refused the socket must leave the running one's state alone (it wrote the
+        # status target, replaced the served inventory and attached to its mappers before finding out).
+        sockets.claim_socket(self.socket_path)
         self.store.start()
         await self.store.set_meta("status_target", self.config.status_target)
         # Start from what was served last time: changes made while the agent was down reach the mappers.
