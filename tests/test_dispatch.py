@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dmi.v1beta1 import api_pb2 as pb
 from tests import crs
 from tests.peers import RecordingMapper, register_request, serve_mapper
@@ -185,6 +187,45 @@ async def test_changes_made_while_the_agent_was_down_reach_the_mapper(make_agent
         h.agent = restarted  # the fixture stops it
         await asyncio.wait_for(restarted.settle(), 10)
         assert mapper.summary() == [("UpdateDevice", "dev-a")]
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "schema",  # a field of the wrong type: the file parses, that document is refused
+        "yaml",  # the file does not parse at all
+    ],
+)
+async def test_a_file_broken_while_the_agent_was_down_takes_nothing_away(
+    make_agent: Any, sockdir: Path, broken: str
+) -> None:
+    from dmi.agent.app import Agent
+
+    h = await make_agent()
+    msock = sockdir / "m.sock"
+    async with serve_mapper(msock) as mapper:
+        await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
+        crs.write(h.crs, "a.yaml", crs.model("thermo"), crs.device("dev-a", "thermo"))
+        crs.write(h.crs, "b.yaml", crs.model("other"), crs.device("dev-b", "other"))
+        await _settle(h)
+        await h.agent.stop()
+        if broken == "schema":
+            text = (h.crs / "a.yaml").read_text().replace("collectCycle: 1000", "collectCycle: oops", 1)
+            assert "oops" in text
+            (h.crs / "a.yaml").write_text(text)
+        else:
+            (h.crs / "a.yaml").write_text("apiVersion: devices.kubeedge.io/v1beta1\nkind: Device\nmetadata: {name: [\n")
+        (h.crs / "b.yaml").unlink()  # a real removal while down still reaches the mapper
+        mapper.calls.clear()
+        restarted = Agent(h.agent.config)
+        await restarted.start()
+        h.agent = restarted  # the fixture stops it
+        await asyncio.wait_for(restarted.settle(), 10)
+        assert restarted.inventory.device(crs_key("dev-a")) is not None
+        assert restarted.inventory.device(crs_key("dev-b")) is None
+        assert sorted(mapper.summary()) == [("RemoveDevice", "dev-b"), ("RemoveDeviceModel", "other")]
+        answer = await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
+        assert [d.name for d in answer.deviceList] == ["dev-a"]
 
 
 def crs_key(name: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from dmi.agent.service import DeviceManager
 from dmi.agent.store import AgentStore
 from dmi.anypack import Packing
 from dmi.resources import ObjectKey, is_kind, parse_device, parse_model
+
+FOLDER_ORIGINS = "folder_origins"  # store meta: the CR file each served document came from
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ class Agent:
         self._kube_client: Any = None
         self._listeners: list[Callable[[], None]] = []
         self._sync_tasks: set[asyncio.Task[None]] = set()
+        self._origins_written: tuple[tuple[str, str, str, str], ...] | None = None
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Called (on the loop) after any change of twins, states, mappers or inventory."""
@@ -99,7 +103,13 @@ class Agent:
             if record.with_data and record.address:
                 await self.dispatcher.attach(record)
         if self.config.devices_dir is not None:
-            self._source = FolderSource(self.config.devices_dir, self._apply, self.config.poll_interval)
+            self._source = FolderSource(
+                self.config.devices_dir,
+                self._apply,
+                self.config.poll_interval,
+                last_served=[row.doc for row in self.store.resources()],
+                origins=self._folder_origins(),
+            )
             self._apply(await asyncio.to_thread(self._source.load))
         if self.config.cluster:
             await self._start_cluster()
@@ -147,8 +157,24 @@ class Agent:
                 devices.append(parse_device(row.doc))
         return Inventory.build(models, devices, self.config.packing)
 
+    def _folder_origins(self) -> dict[tuple[str, str, str], str] | None:
+        text = self.store.meta(FOLDER_ORIGINS)
+        if text is None:
+            return None
+        try:
+            return {(k, ns, name): file for k, ns, name, file in json.loads(text)}
+        except (ValueError, TypeError):
+            return None
+
     def _apply(self, contents: Contents) -> None:
         new = Inventory.build(contents.models, contents.devices, self.config.packing)
+        if contents.origins != self._origins_written:
+            self._origins_written = contents.origins
+            task = asyncio.get_running_loop().create_task(
+                self.store.set_meta(FOLDER_ORIGINS, json.dumps(contents.origins))
+            )
+            self._sync_tasks.add(task)
+            task.add_done_callback(self._sync_tasks.discard)
         old, self.inventory = self.inventory, new
         ops = diff(old, new)
         for entry in new.undeliverable():

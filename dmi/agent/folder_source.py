@@ -5,7 +5,9 @@ mounts and ConfigMap volumes included). On a change every file is validated.
 A document with errors keeps serving its last good version (matched by kind,
 namespace and name) while the good documents beside it apply; a file that does
 not parse at all keeps all of its last good documents. So a typo never removes
-a working device, and its errors are logged with file, document and field.
+a working device, and its errors are logged with file, document and field. After
+a restart the last good versions are what the agent served before it (kept in
+its store), so a file broken while the agent was down takes nothing away either.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dmi.resources import DeviceModelResource, DeviceResource, is_kind, parse_device, parse_model
 from dmi.validate import LoadedDocument, ValidationReport, iter_cr_files, validate_paths
@@ -25,26 +28,44 @@ log = logging.getLogger(__name__)
 Fingerprint = dict[str, tuple[int, int]]
 
 
+Identity = tuple[str, str, str]  # kind, namespace, name
+
+
 @dataclass(frozen=True)
 class Contents:
     models: tuple[DeviceModelResource, ...]
     devices: tuple[DeviceResource, ...]
     report: ValidationReport
+    # Which file each served document came from (the agent keeps it for the next start; see FolderSource).
+    origins: tuple[tuple[str, str, str, str], ...] = ()
 
 
-def _identity(doc: LoadedDocument) -> tuple[str, str, str]:
+def _identity(doc: LoadedDocument) -> Identity:
     meta = doc.doc.get("metadata")
     meta = meta if isinstance(meta, dict) else {}
     return str(doc.doc.get("kind")), str(meta.get("namespace") or "default"), str(meta.get("name"))
 
 
 class FolderSource:
-    def __init__(self, folder: Path, on_update: Callable[[Contents], object], interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        on_update: Callable[[Contents], object],
+        interval: float = 1.0,
+        last_served: Sequence[dict[str, Any]] = (),
+        origins: Mapping[Identity, str] | None = None,
+    ) -> None:
+        """``last_served``: the documents the agent served before it (re)started, the last good versions of the
+        first load (without them a restart would drop every device whose file is broken at that moment);
+        ``origins``: the file each of them came from (``Contents.origins`` of that time)."""
         self.folder = folder
         self._on_update = on_update
         self._interval = interval
         self._fingerprint: Fingerprint | None = None
+        self._fingerprint_loaded = False
         self._good: dict[str, list[LoadedDocument]] = {}
+        self._last_served = [LoadedDocument("(last served)", n, doc) for n, doc in enumerate(last_served)]
+        self._origins = dict(origins) if origins is not None else None
         self._logged: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -68,7 +89,10 @@ class FolderSource:
         for doc in report.documents:
             by_file.setdefault(doc.file, []).append(doc)
         current_files = {str(p) for p in iter_cr_files([self.folder])}
-        previous = {_identity(d): d for docs in self._good.values() for d in docs}
+        first = self._fingerprint_loaded is False
+        self._fingerprint_loaded = True
+        previous = {_identity(d): d for d in self._last_served} if first else {}
+        previous.update({_identity(d): d for docs in self._good.values() for d in docs})
         for file in current_files:
             if file in unreadable:
                 continue  # keeps its last good documents
@@ -81,6 +105,20 @@ class FolderSource:
             self._good[file] = kept
         for gone in set(self._good) - current_files:
             del self._good[gone]
+        if first and unreadable & current_files:
+            # An unreadable file keeps what it held when it was last read: the documents recorded as coming from
+            # it. Without that record (a store from before it was kept), whatever was served and is in no readable
+            # file now stays with the first unreadable file, until it parses again.
+            present = {_identity(d) for docs in self._good.values() for d in docs}
+            for file in sorted(unreadable & current_files):
+                self._good[file] = [
+                    d
+                    for d in self._last_served
+                    if _identity(d) not in present
+                    and (self._origins.get(_identity(d)) == file if self._origins is not None else True)
+                ]
+                present.update(_identity(d) for d in self._good[file])
+        self._last_served = []
         self._log_issues(report)
         models: list[DeviceModelResource] = []
         devices: list[DeviceResource] = []
@@ -90,7 +128,8 @@ class FolderSource:
                     models.append(parse_model(loaded.doc))
                 elif is_kind(loaded.doc, "Device"):
                     devices.append(parse_device(loaded.doc))
-        return Contents(tuple(models), tuple(devices), report)
+        origins = tuple(sorted((*_identity(d), file) for file, docs in self._good.items() for d in docs))
+        return Contents(tuple(models), tuple(devices), report, origins)
 
     def _log_issues(self, report: ValidationReport) -> None:
         lines = {str(issue) for issue in report.issues}

@@ -344,6 +344,10 @@ class AgentStore:
 
         await self._submit(job)
 
+    def meta(self, key: str) -> str | None:
+        """A value :meth:`set_meta` stored (committed ones only)."""
+        return read_meta(self._reader, key)
+
     async def set_meta(self, key: str, value: str) -> None:
         await self._submit(lambda conn: conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value)))
 
