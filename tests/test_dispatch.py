@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from dmi.agent.status import StatusReader
 from dmi.v1beta1 import api_pb2 as pb
 from tests import crs
 from tests.peers import RecordingMapper, register_request, serve_mapper
@@ -226,6 +227,44 @@ async def test_a_file_broken_while_the_agent_was_down_takes_nothing_away(
         assert sorted(mapper.summary()) == [("RemoveDevice", "dev-b"), ("RemoveDeviceModel", "other")]
         answer = await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
         assert [d.name for d in answer.deviceList] == ["dev-a"]
+
+
+async def test_twins_of_removed_properties_and_devices_go_with_them(make_agent: Any, sockdir: Path) -> None:
+    """As on a cluster, where a DeviceStatus is deleted with its Device: a property removed from a Device no longer
+    shows its old twin, and a Device deleted and created again starts empty."""
+    from tests.peers import twin
+
+    h = await make_agent()
+    key = crs_key("dev-a")
+    crs.write(h.crs, "a.yaml", crs.model("thermo"), crs.device("dev-a", "thermo"))
+    await _settle(h)
+    report = pb.ReportDeviceStatusRequest(
+        deviceName="dev-a",
+        deviceNamespace="default",
+        reportedDevice=pb.DeviceStatus(twins=[twin("temperature", "21"), twin("setpoint", "20")]),
+    )
+    await h.stub.ReportDeviceStatus(report)
+    await h.stub.ReportDeviceStates(
+        pb.ReportDeviceStatesRequest(deviceName="dev-a", deviceNamespace="default", state="ok")
+    )
+    assert {t.property for t in h.agent.store.twins(key)} == {"temperature", "setpoint"}
+
+    only_temperature = crs.device("dev-a", "thermo")
+    only_temperature["spec"]["properties"] = only_temperature["spec"]["properties"][:1]
+    crs.write(h.crs, "a.yaml", crs.model("thermo"), only_temperature)
+    await _settle(h)
+    assert [t.property for t in h.agent.store.twins(key)] == ["temperature"]
+    reader = StatusReader(h.agent.config.state_dir)
+    try:
+        assert [t.property for t in reader.device(key).twins] == ["temperature"]  # SQLite, not only the copy
+    finally:
+        reader.close()
+
+    (h.crs / "a.yaml").unlink()
+    await _settle(h)
+    crs.write(h.crs, "a.yaml", crs.model("thermo"), crs.device("dev-a", "thermo"))
+    await _settle(h)
+    assert h.agent.store.twins(key) == [] and h.agent.store.state(key) is None
 
 
 def crs_key(name: str) -> Any:

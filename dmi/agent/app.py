@@ -207,6 +207,19 @@ class Agent:
                 await self.store.sync_resources(upserts, deletes, int(time.time() * 1000))
             except Exception:  # the served inventory is right; only the restart cache is behind
                 log.exception("recording the served CRs in %s failed", self.store.path)
+        # What a device no longer has is no longer reported: the twins of removed properties and devices go.
+        drops: list[tuple[ObjectKey, frozenset[str] | None]] = [(k, None) for k in old.devices if k not in new.devices]
+        for key, entry in new.devices.items():
+            before = old.devices.get(key)
+            if before is not None and before.property_names - entry.property_names:
+                drops.append((key, before.property_names - entry.property_names))
+        for key, props in drops:
+            try:
+                await self.store.drop(key, props)
+            except Exception:
+                log.exception(
+                    "deleting the twins of %s%s failed", key, f" ({', '.join(sorted(props))})" if props else ""
+                )
 
     async def _serve(self) -> None:
         sockets.claim_socket(self.socket_path)

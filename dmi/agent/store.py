@@ -381,6 +381,35 @@ class AgentStore:
         # committed but not yet resolved would be applied again on top, briefly putting an older value back.
         return self._groups_begun == self._groups_resolved
 
+    async def drop(self, key: ObjectKey, properties: Iterable[str] | None = None) -> None:
+        """Delete the twins of ``properties`` of a device, or (None) all its twins and its state: a property
+        removed from its Device, a Device deleted. On a cluster its DeviceStatus goes with it (ownerReference), so
+        a device created again later starts empty, and here it must too."""
+        ns, name = key.namespace, key.name
+        props = None if properties is None else sorted(properties)
+
+        def job(conn: sqlite3.Connection) -> None:
+            if props is None:
+                conn.execute("DELETE FROM twins WHERE namespace = ? AND device = ?", (ns, name))
+                conn.execute("DELETE FROM device_state WHERE namespace = ? AND device = ?", (ns, name))
+            else:
+                conn.executemany(
+                    "DELETE FROM twins WHERE namespace = ? AND device = ? AND property = ?",
+                    [(ns, name, p) for p in props],
+                )
+
+        def committed() -> None:
+            if props is None:
+                self.forget(key)
+                return
+            cached = self._twins.get(key)
+            if cached is not None:
+                for p in props:
+                    cached.pop(p, None)
+            self._written(key)  # the cluster's copy is written again, without them
+
+        await self._submit(job, committed)
+
     def forget(self, key: ObjectKey) -> None:
         """Drop the in-memory copy of a device that is no longer served (SQLite keeps its rows)."""
         self._twins.pop(key, None)
