@@ -6,7 +6,8 @@ that passed them is turned into the DeviceSpec a mapper would receive, and then:
 - for a protocol with a shipped mapper, its configData and every property's visitor configData go through that
   driver's own config classes (the errors the mapper and the simulator would raise, word for word);
 - for every protocol, a desired value must parse as its property's type and lie within the model's minimum and
-  maximum, and those bounds must be numbers in order (the mapper would refuse the write, and retry it forever).
+  maximum, and those bounds must be numbers in order (the mapper would refuse the write);
+- database and OTEL push methods must be usable as given (addresses with a port number...).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dmi.resources import DeviceModelResource, ObjectKey, is_kind, parse_device,
 from dmi.validate import Issue, LoadedDocument, ValidationReport, subject_of
 from mapper_framework.device import DeviceSpec, DeviceSpecError, PropertySpec, device_spec
 from mapper_framework.driver import ConfigError, parse_config
+from mapper_framework.sinks.base import config_problem
 from mapper_framework.values import PropertyValueError, parse_value
 
 # Protocol name -> the module holding its driver class (with protocol_config and visitor_config).
@@ -47,6 +49,7 @@ def driver_issues(report: ValidationReport) -> list[Issue]:
     for device in _devices(report, bad, issues):
         issues.extend(_config_issues(device))
         issues.extend(_value_issues(device))
+        issues.extend(_push_issues(device))
     return issues
 
 
@@ -115,6 +118,20 @@ def _bound(text: str) -> float | None:
         return float(text) if text else None
     except ValueError:
         return None
+
+
+def _push_issues(device: _Device) -> list[Issue]:
+    """Database and OTEL push methods the SDK could not set up (an address without a port number...)."""
+    out: list[Issue] = []
+    for prop in device.spec.properties:
+        if prop.push_method is None:
+            continue
+        problem = config_problem(prop.push_method)
+        if problem is not None:
+            n = _property_index(device.loaded, prop.name)
+            path = f"spec.properties[{n}].pushMethod" if n is not None else "spec.properties"
+            out.append(_issue(device.loaded, path, problem))
+    return out
 
 
 def _value_issues(device: _Device) -> list[Issue]:

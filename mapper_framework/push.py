@@ -109,6 +109,7 @@ class PushManager:
         # Per property: its PushMethod (by identity: a restarted device brings a new one) and its destinations.
         self._routes: dict[SeriesKey, _Route] = {}
         self._refused: set[SeriesKey] = set()
+        self._setup_errors: set[str] = set()
         self._closing = False
 
     # ------------------------------------------------------------------ routing
@@ -120,7 +121,19 @@ class PushManager:
         key = (record.namespace, record.device, record.property)
         route = self._routes.get(key)
         if route is None or route[0] is not method:
-            route = (method, self._resolve(key, method, cycle_ms))
+            try:
+                route = (method, self._resolve(key, method, cycle_ms))
+            except Exception as exc:  # a bad address, a missing password file...: this property's push only
+                if str(exc) not in self._setup_errors:  # once per cause: a mapper-wide one would say it per property
+                    self._setup_errors.add(str(exc))
+                    log.error(
+                        "device %s/%s property %s: its push method cannot be set up, so its values are not pushed"
+                        " (they are still collected and reported): %s. Hint: fix the pushMethod in the Device CR"
+                        " or the mapper config's push section",
+                        *key,
+                        exc,
+                    )
+                route = (method, [])
             self._routes[key] = route
         for dest in route[1]:
             self._enqueue(dest, record)

@@ -92,6 +92,7 @@ class DeviceRuntime:
         self._main: asyncio.Task[None] | None = None
         self._failed_rounds = 0
         self._warned_values: set[str] = set()
+        self._warned_push: set[str] = set()
         self._write_lock = asyncio.Lock()
         self._push = push
         self._desired_pending = False
@@ -283,11 +284,16 @@ class DeviceRuntime:
             twin.reads += 1
             good += 1
             if push is not None and prop.push_method is not None:
-                push(
-                    prop.push_method,
-                    Record(self.spec.namespace, self.spec.name, prop.name, text, prop.type, stamp),
-                    prop.report_cycle_ms,
-                )
+                try:
+                    push(
+                        prop.push_method,
+                        Record(self.spec.namespace, self.spec.name, prop.name, text, prop.type, stamp),
+                        prop.report_cycle_ms,
+                    )
+                except Exception:  # pushing is a side road: it must never end the device's collection
+                    if prop.name not in self._warned_push:
+                        self._warned_push.add(prop.name)
+                        log.exception("device %s property %s: pushing its value failed", self.spec, prop.name)
         self._failed_rounds = 0 if good else self._failed_rounds + 1
 
     def twin_values(

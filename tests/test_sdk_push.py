@@ -132,6 +132,26 @@ async def test_wrong_mqtt_password_is_a_clear_error_and_collection_goes_on(
     assert dest.stats.sent == 0 and dest.stats.failed >= 1
 
 
+async def test_a_push_method_that_cannot_be_set_up_stops_only_its_push(
+    broker: Broker, run_mapper: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A missing MQTT password file (mapper config) or a Redis address without a port number (CR) raised while
+    the first value was pushed, which ended the device's collect loop without a word."""
+    push = {"mqtt": {"address": f"ssl://127.0.0.1:{broker.tls_port}", "topic": "secure/t", "qos": 1}}
+    settings = {"mqtt": {"username": USER, "password_file": str(tmp_path / "missing"), "ca_file": "/nonexistent"}}
+    redis = {"dbMethod": {"redis": {"redisClientConfig": {"addr": "127.0.0.1:xyz"}}}}
+    caplog.set_level(logging.WARNING)
+    h, _mapper, fleet = await run_mapper([pushing_device("dev-a", push), pushing_device("dev-b", redis)], settings)
+    for name in ("dev-a", "dev-b"):
+        reads = fleet.devices[name].reads
+        await until(lambda n=name, r=reads: fleet.devices[n].reads > r + 10, what=f"{name} reads go on")  # type: ignore[misc]
+        fleet.devices[name].registers[0] = 7
+        await until(lambda n=name: stored(h.agent, n).get("temperature", (None,))[0] == "7", what="twin reported")  # type: ignore[misc]
+    said = [r.getMessage() for r in caplog.records if "push method cannot be set up" in r.getMessage()]
+    assert any("dev-a property temperature" in m and "missing" in m for m in said), said
+    assert not any("Traceback" in m for m in said)
+
+
 async def test_http_push_and_an_endpoint_that_comes_back(run_mapper: Any) -> None:
     sink = HttpSink()
     await sink.start()

@@ -103,3 +103,17 @@ def test_no_documents_is_an_error_not_ok(tmp_path: Path) -> None:
     for target in (tmp_path / "empty", tmp_path / "blank.yaml"):
         out = CliRunner().invoke(app, ["validate", "-f", str(target)])
         assert out.exit_code == 1 and "no CR documents in" in out.output and "Hint:" in out.output
+
+
+def test_a_database_address_without_a_port_number_is_an_error(tmp_path: Path) -> None:
+    push = (
+        "      reportToCloud: true\n      pushMethod:\n        dbMethod:\n          redis:\n"
+        "            redisClientConfig: {addr: '127.0.0.1:xyz'}\n      visitors:"
+    )
+    folder = broken(tmp_path, "modbus-tcp-thermostat.yaml", "      reportToCloud: true\n      visitors:", push)
+    out = CliRunner().invoke(app, ["validate", "-f", str(folder)])
+    assert out.exit_code == 1, out.output
+    assert (
+        "spec.properties[0].pushMethod: dbMethod.redis redisClientConfig.addr: address '127.0.0.1:xyz': port 'xyz'"
+        " is not a number" in out.output
+    ), out.output

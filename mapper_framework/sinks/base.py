@@ -106,6 +106,14 @@ def split_addr(addr: str, default_port: int) -> tuple[str, int]:
         raise ValueError(f"address {addr!r}: port {port!r} is not a number") from None
 
 
+def _addr_problem(addr: str) -> str | None:
+    try:
+        _host, port = split_addr(addr, 1)
+    except ValueError as exc:
+        return str(exc)
+    return None if 0 < port < 65536 else f"address {addr!r}: port {port} is out of range 1-65535"
+
+
 def unsupported(method: pb.PushMethod) -> str | None:
     """Why this mapper cannot serve ``method``, or None. TDengine: no server could be tested here, so no sink."""
     if method.HasField("dbMethod") and method.dbMethod.HasField("tdengine"):
@@ -126,8 +134,11 @@ def config_problem(method: pb.PushMethod) -> str | None:
             c = db.influxdb2.influxdb2ClientConfig
             if not c.url or not c.bucket:
                 return "dbMethod.influxdb2 needs influxdb2ClientConfig.url and bucket; hint: set both in the Device CR"
-        if db.HasField("redis") and not db.redis.redisClientConfig.addr:
-            return "dbMethod.redis needs redisClientConfig.addr; hint: set it (host:port) in the Device CR"
+        if db.HasField("redis"):
+            if not db.redis.redisClientConfig.addr:
+                return "dbMethod.redis needs redisClientConfig.addr; hint: set it (host:port) in the Device CR"
+            if (bad := _addr_problem(db.redis.redisClientConfig.addr)) is not None:
+                return f"dbMethod.redis redisClientConfig.addr: {bad}; hint: host:port, e.g. 127.0.0.1:6379"
         if db.HasField("mysql"):
             c2 = db.mysql.mysqlClientConfig
             if not c2.addr or not c2.database or not c2.userName:
@@ -135,6 +146,8 @@ def config_problem(method: pb.PushMethod) -> str | None:
                     "dbMethod.mysql needs mysqlClientConfig.addr, database and userName;"
                     " hint: set them in the Device CR (the password goes in the mapper config)"
                 )
+            if (bad := _addr_problem(c2.addr)) is not None:
+                return f"dbMethod.mysql mysqlClientConfig.addr: {bad}; hint: host:port, e.g. 127.0.0.1:3306"
     if method.HasField("otel") and not method.otel.endpointURL:
         return "otel needs endpointURL; hint: set it (http://host:4318/v1/metrics) in the Device CR"
     return None
