@@ -122,11 +122,14 @@ class HttpServer:
                 headers[key.strip().lower()] = value.strip()
         keep = headers.get("connection", "").lower() != "close" and version == "HTTP/1.1"
         length = headers.get("content-length", "0")
-        if not length.isdigit() or int(length) > 65536:
+        # ASCII digits only: str.isdigit() also takes '²', which int() refuses.
+        if not (length.isascii() and length.isdigit()) or int(length) > 65536:
             await self._send(writer, Response.json({"error": "bad or too large Content-Length"}, 400), False)
             return False
         if int(length):
-            await reader.readexactly(int(length))  # GET bodies mean nothing here; drain them
+            # GET bodies mean nothing here; drain them, within the idle timeout (a body announced and never sent
+            # must not hold the connection forever).
+            await asyncio.wait_for(reader.readexactly(int(length)), IDLE_TIMEOUT)
         if method not in ("GET", "HEAD"):
             await self._send(
                 writer,

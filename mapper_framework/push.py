@@ -364,12 +364,19 @@ class PushManager:
 
 
 def _http_url(hostname: str, port: int, path: str) -> str:
+    """The URL of an HTTP push method: ``hostName`` (a host, or a URL with a scheme and maybe a path prefix),
+    ``port`` when the host names none, then ``requestPath``."""
+    if "://" not in hostname and hostname.count(":") > 1 and not hostname.startswith("["):
+        hostname = f"[{hostname}]"  # a bare IPv6 address
     base = hostname if "://" in hostname else f"http://{hostname}"
     parts = urlsplit(base)
-    netloc = parts.netloc if parts.port or not port else f"{parts.hostname}:{port}"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6: urlsplit drops the brackets, a URL needs them
+    netloc = parts.netloc if parts.port or not port else f"{host}:{port}"
     if path and not path.startswith("/"):
         path = "/" + path
-    return f"{parts.scheme}://{netloc}{path}"
+    return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}{path}"
 
 
 class _MqttLink:

@@ -444,6 +444,9 @@ def _check_range(prop: PropertySpec, value: Any) -> None:
     if not isinstance(value, int | float) or isinstance(value, bool):
         return
     low, high = _limit(prop.minimum), _limit(prop.maximum)
+    if isinstance(value, float) and math.isnan(value) and (low is not None or high is not None):
+        # NaN compares false with everything: it would pass any range unnoticed.
+        raise PropertyValueError(f"nan is not within the range of property {prop.name}")
     if low is not None and value < low:
         raise PropertyValueError(f"{value} is below the minimum {prop.minimum} of property {prop.name}")
     if high is not None and value > high:

@@ -72,6 +72,24 @@ async def test_errors(server: HttpServer) -> None:
     huge = b"GET /hello/a HTTP/1.1\r\nX-Big: " + b"a" * 10000 + b"\r\n\r\n"
     status, _, _ = parse(await exchange(server.port, huge))
     assert status == 431
+    # A digit that is not ASCII ('²' passes str.isdigit, int() refuses it): 400, not a dropped connection.
+    status, _, _ = parse(
+        await exchange(server.port, "GET /hello/a HTTP/1.1\r\nContent-Length: \u00b2\r\n\r\n".encode("latin-1"))
+    )
+    assert status == 400
+
+
+async def test_a_body_announced_and_never_sent_does_not_hold_the_connection(
+    server: HttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mapper_framework.http_server as http_server
+
+    monkeypatch.setattr(http_server, "IDLE_TIMEOUT", 0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /hello/a HTTP/1.1\r\nContent-Length: 100\r\n\r\n")
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed after the idle timeout, not held
+    writer.close()
 
 
 async def test_head_and_http_1_0(server: HttpServer) -> None:

@@ -326,3 +326,27 @@ async def test_a_desired_value_is_written_again_when_its_property_moves() -> Non
         assert hardware.writes == [(1, 42), (9, 42)]
     finally:
         await registry.remove_device("default", "mover")
+
+
+def test_http_push_urls_keep_ipv6_brackets_and_a_path_prefix() -> None:
+    from mapper_framework.push import _http_url
+
+    assert _http_url("127.0.0.1", 8080, "/v1") == "http://127.0.0.1:8080/v1"
+    assert _http_url("[::1]", 18081, "/ingest") == "http://[::1]:18081/ingest"
+    assert _http_url("::1", 80, "a") == "http://[::1]:80/a"
+    assert _http_url("http://[::1]:81", 80, "/a") == "http://[::1]:81/a"
+    assert (
+        _http_url("https://collector.example/prefix/", 443, "ingest") == "https://collector.example:443/prefix/ingest"
+    )
+
+
+async def test_nan_never_passes_a_range() -> None:
+    from mapper_framework.device import PropertySpec
+    from mapper_framework.runtime import _check_range
+    from mapper_framework.values import PropertyValueError, parse_value
+
+    prop = PropertySpec("t", "float", "ReadWrite", 1000, 1000, True, minimum="5", maximum="35")
+    for text in ("nan", "-nan", "NaN"):
+        with pytest.raises(PropertyValueError, match="nan is not within the range of property t"):
+            _check_range(prop, parse_value(text, "float"))
+    _check_range(PropertySpec("u", "float", "ReadWrite", 1000, 1000, True), float("nan"))  # no range: no check
