@@ -91,6 +91,16 @@ class _Destination:
 _Route = tuple[pb.PushMethod, list[_Destination]]
 
 
+class PartialSend(Exception):
+    """A sender delivered the first ``done`` records of its batch, then failed with ``cause``: those are not sent
+    again (an HTTP receiver or an MQTT subscriber would get them twice)."""
+
+    def __init__(self, done: int, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.done = done
+        self.cause = cause
+
+
 class PushManager:
     """Routes records to destinations named by each property's ``pushMethod``."""
 
@@ -255,6 +265,13 @@ class PushManager:
             try:
                 await dest.send(batch)
             except Exception as exc:
+                if isinstance(exc, PartialSend):
+                    for _ in range(min(exc.done, dest.inflight)):
+                        dest.queue.popleft()
+                    dest.stats.sent += exc.done
+                    if exc.done:
+                        delay = 0.2  # it moves: a receiver refusing one request in a few is not backed off to 10 s
+                    exc = exc.cause
                 dest.inflight = 0
                 dest.stats.failed += 1
                 if isinstance(exc, SinkError) and not exc.retryable:
@@ -337,12 +354,15 @@ class PushManager:
         async def send(batch: list[Record]) -> None:
             if self._session is None:
                 self._session = aiohttp.ClientSession()
-            for rec in batch:  # one POST per value: what an HTTP endpoint of the Go mapper expects
-                async with self._session.post(
-                    url, data=rec.payload(), headers={"Content-Type": "application/json"}, timeout=timeout
-                ) as resp:
-                    if resp.status >= 300:
-                        raise RuntimeError(f"HTTP {resp.status} from {url}")
+            for done, rec in enumerate(batch):  # one POST per value: what an HTTP endpoint of the Go mapper expects
+                try:
+                    async with self._session.post(
+                        url, data=rec.payload(), headers={"Content-Type": "application/json"}, timeout=timeout
+                    ) as resp:
+                        if resp.status >= 300:
+                            raise RuntimeError(f"HTTP {resp.status} from {url}")
+                except Exception as exc:
+                    raise PartialSend(done, exc) from None
 
         return send
 
@@ -355,10 +375,28 @@ class PushManager:
             link = _MqttLink(address, self._mqtt_settings)
             self._mqtt[address] = link
 
+        # QoS 1/2 publishes paho accepted and still holds (it sends them again itself until the broker answers),
+        # by record: a retried batch waits for these instead of publishing them a second time.
+        held: dict[int, tuple[Record, Any]] = {}
+
         async def send(batch: list[Record]) -> None:
+            for key in [k for k, (_rec, info) in held.items() if info.rc != 0 or info.is_published()]:
+                del held[key]  # acknowledged after its wait gave up, or paho's own (see _MqttLink.acknowledged)
             await link.ready()
-            for rec in batch:
-                await link.publish(topic, rec.payload(), qos, retained)
+            for done, rec in enumerate(batch):
+                try:
+                    entry = held.get(id(rec))
+                    if entry is None or entry[0] is not rec:
+                        info = link.publish(topic, rec.payload(), qos, retained)
+                        if qos == 0:
+                            continue
+                        held[id(rec)] = (rec, info)
+                    else:
+                        info = entry[1]
+                    await link.acknowledged(info)
+                    held.pop(id(rec), None)
+                except Exception as exc:
+                    raise PartialSend(done, exc) from None
 
         return send
 
@@ -447,14 +485,25 @@ class _MqttLink:
             self._answered.clear()  # wait for the answer to paho's next reconnect attempt next time
             raise ConnectionError(self._error or f"broker {self.address} is not connected")
 
-    async def publish(self, topic: str, payload: bytes, qos: int, retained: bool) -> None:
+    def publish(self, topic: str, payload: bytes, qos: int, retained: bool) -> Any:
+        """Hand a message to paho; its MessageInfo. QoS 1/2 messages paho keeps even while disconnected (it sends
+        them on reconnect); anything else it refused raises."""
         info = self.client.publish(topic, payload, qos=qos, retain=retained)
-        if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
+        kept = info.rc == self._mqtt.MQTT_ERR_NO_CONN and qos > 0
+        if info.rc != self._mqtt.MQTT_ERR_SUCCESS and not kept:
             raise ConnectionError(f"publish to {self.address} failed: {self._mqtt.error_string(info.rc)}")
-        if qos > 0:
+        return info
+
+    async def acknowledged(self, info: Any) -> None:
+        """Until the broker acknowledged a QoS 1/2 message (raises after 5 s; the message stays with paho)."""
+        if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
+            # Queued while the connection was down: paho sends it on reconnect, and never reports on it again
+            # (its MessageInfo keeps that error code). It is paho's now; publishing it again would duplicate it.
+            return
+        if not info.is_published():
             await asyncio.to_thread(info.wait_for_publish, 5.0)
-            if not info.is_published():
-                raise ConnectionError(f"broker {self.address} did not acknowledge the publish")
+        if not info.is_published():
+            raise ConnectionError(f"broker {self.address} did not acknowledge the publish")
 
     def close(self) -> None:
         self._answered.set()

@@ -156,9 +156,14 @@ class HttpSink:
     received: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
     runner: web.AppRunner | None = None
+    fail_every: int = 0  # answer every Nth POST with 503 (and do not record it)
+    posts: int = 0
 
     async def start(self, port: int = 0) -> None:
         async def ingest(request: web.Request) -> web.Response:
+            self.posts += 1
+            if self.fail_every and self.posts % self.fail_every == 0:
+                return web.Response(status=503)
             self.received.append(await request.json())
             return web.Response(status=204)
 

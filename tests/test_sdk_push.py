@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,50 @@ async def test_http_push_and_an_endpoint_that_comes_back(run_mapper: Any) -> Non
         assert stamps == sorted(stamps)
     finally:
         await sink.stop()
+
+
+async def test_http_push_never_posts_an_accepted_value_twice(run_mapper: Any) -> None:
+    """Every third POST fails: the batch is retried from the value that failed, not from its start."""
+    sink = HttpSink(fail_every=3)
+    await sink.start()
+    try:
+        push = {"http": {"hostName": "127.0.0.1", "port": sink.port, "requestPath": "/ingest", "timeout": 1000}}
+        _, _mapper, fleet = await run_mapper([pushing_device("dev-a", push)])
+        for value in range(40):
+            fleet.devices["dev-a"].registers[0] = value
+            await asyncio.sleep(0.06)  # a collect cycle is 50 ms: every value is read
+        await until(lambda: len(sink.received) >= 30, timeout=20, what="30 values delivered")
+        stamps = [r["timestamp"] for r in sink.received]
+        assert len(stamps) == len(set(stamps)), "a value was POSTed twice"
+        assert stamps == sorted(stamps)
+    finally:
+        await sink.stop()
+
+
+async def test_mqtt_qos1_is_not_published_again_while_the_broker_is_slow(broker: Broker, run_mapper: Any) -> None:
+    """The broker stops answering for longer than the 5 s acknowledgement wait: the values paho holds are waited
+    for, not published a second time under new message ids (the subscriber got each up to 3 times)."""
+    sub = Subscriber(broker.plain_port, "slow/t")
+    try:
+        push = {"mqtt": {"address": f"tcp://127.0.0.1:{broker.plain_port}", "topic": "slow/t", "qos": 1}}
+        _, mapper, fleet = await run_mapper([pushing_device("dev-a", push)])
+        fleet.devices["dev-a"].registers[0] = 1
+        await until(lambda: any(m["value"] == "1" for m in sub.messages), what="first value")
+        broker.proc.send_signal(signal.SIGSTOP)
+        try:
+            for value in range(2, 12):
+                fleet.devices["dev-a"].registers[0] = value
+                await asyncio.sleep(0.7)
+        finally:
+            broker.proc.send_signal(signal.SIGCONT)
+        dest = next(iter(mapper.push.destinations.values()))
+        assert dest.stats.failed >= 1, "the stall was not long enough to fail a send: the test proves nothing"
+        await until(lambda: any(m["value"] == "11" for m in sub.messages), timeout=30, what="values after the stall")
+        await asyncio.sleep(1.0)
+        stamps = [m["timestamp"] for m in sub.messages]
+        assert len(stamps) == len(set(stamps)), sorted(stamps)
+    finally:
+        sub.close()
 
 
 async def test_full_push_queue_drops_oldest_and_counts(run_mapper: Any) -> None:
