@@ -120,6 +120,7 @@ class PushManager:
         self._routes: dict[SeriesKey, _Route] = {}
         self._refused: set[SeriesKey] = set()
         self._setup_errors: set[str] = set()
+        self._retiring: set[asyncio.Task[None]] = set()  # sinks closing after their last property left
         self._closing = False
 
     # ------------------------------------------------------------------ routing
@@ -131,6 +132,7 @@ class PushManager:
         key = (record.namespace, record.device, record.property)
         route = self._routes.get(key)
         if route is None or route[0] is not method:
+            before = route
             try:
                 route = (method, self._resolve(key, method, cycle_ms))
             except Exception as exc:  # a bad address, a missing password file...: this property's push only
@@ -145,8 +147,48 @@ class PushManager:
                     )
                 route = (method, [])
             self._routes[key] = route
+            if before is not None:
+                self._release(key, before[1], keep=route[1])
         for dest in route[1]:
             self._enqueue(dest, record)
+
+    def forget_device(self, namespace: str, device: str) -> None:
+        """A device removed: its properties stop feeding their destinations (see :meth:`_release`)."""
+        for key in [k for k in self._routes if k[0] == namespace and k[1] == device]:
+            self._release(key, self._routes.pop(key)[1], keep=[])
+            self._refused.discard(key)
+
+    def _release(self, key: SeriesKey, dests: list[_Destination], keep: list[_Destination]) -> None:
+        """``key`` no longer pushes to ``dests`` (but ``keep``). A destination nobody pushes to any more is retired:
+        its worker stops and what it still queued is dropped, said once; else it would retry forever (an address
+        corrected in the CR left the old one retrying, its records never delivered)."""
+        for dest in dests:
+            if dest in keep:
+                continue
+            if key in dest.feeds:
+                dest.feeds.remove(key)
+            if dest.feeds or self.destinations.get(dest.name) is not dest:
+                continue
+            del self.destinations[dest.name]
+            if dest.queue:
+                ns, dev, prop = key
+                log.warning(
+                    "push %s: no property pushes here any more (last: device %s/%s property %s); %d queued"
+                    " record(s) dropped",
+                    dest.name,
+                    ns,
+                    dev,
+                    prop,
+                    len(dest.queue),
+                )
+                dest.stats.dropped += len(dest.queue)
+                dest.queue.clear()
+            if dest.task is not None:
+                dest.task.cancel()
+            if dest.sink is not None:
+                closing = asyncio.get_running_loop().create_task(dest.sink.close())
+                self._retiring.add(closing)
+                closing.add_done_callback(self._retiring.discard)
 
     def sinks_of(self, namespace: str, device: str, prop: str) -> list[Sink]:
         """The database/OTEL sinks a property has pushed to so far."""

@@ -120,6 +120,8 @@ class DeviceRegistry:
         self._previous_specs.pop(key, None)
         self.devices.pop(key, None)
         self._outbox.forget(key)
+        if self._push is not None:
+            self._push.forget_device(*key)
         log.info("device %s/%s removed", key[0], key[1])
 
     async def sync(self, answer: pb.MapperRegisterResponse | RegisterAnswer) -> None:

@@ -14,7 +14,7 @@ import pytest
 from mapper_framework.config import config_from_dict
 from mapper_framework.mapper import Mapper
 from tests import crs
-from tests.brokers import USER, Broker, HttpSink, Subscriber, mosquitto
+from tests.brokers import USER, Broker, HttpSink, Subscriber, free_port, mosquitto
 from tests.sdk_driver import FakeFleet, fast_device, stored, until
 
 
@@ -221,6 +221,35 @@ async def test_mqtt_qos1_is_not_published_again_while_the_broker_is_slow(broker:
         assert len(stamps) == len(set(stamps)), sorted(stamps)
     finally:
         sub.close()
+
+
+async def test_a_destination_the_crs_no_longer_name_is_retired(
+    run_mapper: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An address corrected in the CR: the old destination stops retrying (its queue is dropped, said once) and
+    the new one gets the values; a removed device stops feeding its destinations too."""
+    sink = HttpSink()
+    await sink.start()
+    try:
+        wrong = {"http": {"hostName": "127.0.0.1", "port": free_port(), "requestPath": "/ingest", "timeout": 200}}
+        h, mapper, fleet = await run_mapper([pushing_device("dev-a", wrong)])
+        await until(lambda: any(d.stats.failed for d in mapper.push.destinations.values()), what="failing sends")
+        [old] = mapper.push.destinations.values()
+        right = {"http": {"hostName": "127.0.0.1", "port": sink.port, "requestPath": "/ingest", "timeout": 1000}}
+        caplog.set_level(logging.WARNING)
+        crs.write(h.crs, "d.yaml", crs.model("thermo"), pushing_device("dev-a", right))
+        await h.agent.reload()
+        fleet.devices["dev-a"].registers[0] = 31
+        await until(lambda: any(r["value"] == "31" for r in sink.received), what="values at the corrected address")
+        assert old.name not in mapper.push.destinations and old.task is not None
+        await until(lambda: old.task.done(), what="the old worker stopped")  # type: ignore[union-attr]
+        assert any("no property pushes here any more" in r.getMessage() for r in caplog.records)
+
+        crs.write(h.crs, "d.yaml", crs.model("thermo"))
+        await h.agent.reload()
+        await until(lambda: not mapper.push.destinations, what="the removed device's destination retired")
+    finally:
+        await sink.stop()
 
 
 async def test_full_push_queue_drops_oldest_and_counts(run_mapper: Any) -> None:
