@@ -267,6 +267,42 @@ async def test_twins_of_removed_properties_and_devices_go_with_them(make_agent: 
     assert h.agent.store.twins(key) == [] and h.agent.store.state(key) is None
 
 
+async def test_a_model_edited_while_queued_still_precedes_its_devices(make_agent: Any, sockdir: Path) -> None:
+    """A model's create, folded with a later edit while the mapper is busy, keeps its place in the queue: it went
+    to the end, behind the RegisterDevice that needs it."""
+    from tests.peers import RecordingMapper
+
+    gate = asyncio.Event()
+
+    class Busy(RecordingMapper):
+        async def CreateDeviceModel(self, request: Any, context: Any) -> Any:
+            if request.model.name == "first":
+                await gate.wait()  # the mapper is busy with this call while the others queue up
+            return await super().CreateDeviceModel(request, context)
+
+    h = await make_agent()
+    msock = sockdir / "m.sock"
+    async with serve_mapper(msock, Busy()) as mapper:
+        await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
+        crs.write(h.crs, "0.yaml", crs.model("first"))
+        await h.agent.reload()
+        await asyncio.sleep(0.2)  # its create is in flight
+        crs.write(h.crs, "a.yaml", crs.model("thermo"), crs.device("dev-a", "thermo"))
+        await h.agent.reload()
+        edited = crs.model("thermo")
+        edited["spec"]["properties"][0]["description"] = "edited while queued"
+        crs.write(h.crs, "a.yaml", edited, crs.device("dev-a", "thermo"))
+        await h.agent.reload()
+        gate.set()
+        await asyncio.wait_for(h.agent.settle(), 10)
+        assert mapper.summary() == [
+            ("CreateDeviceModel", "first"),
+            ("CreateDeviceModel", "thermo"),
+            ("RegisterDevice", "dev-a"),
+        ]
+        assert mapper.calls[1].request.model.spec.properties[0].description == "edited while queued"
+
+
 def crs_key(name: str) -> Any:
     from dmi.resources import ObjectKey
 

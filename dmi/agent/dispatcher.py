@@ -85,8 +85,9 @@ class MapperLink:
     def _enqueue(self, op: Op) -> None:
         """Queue ``op``, folding it into a queued call for the same object (never the one in flight).
 
-        While a mapper is down, ten edits of a device become one call, not ten. The folded call goes to the end,
-        so it still follows any model call queued with it.
+        While a mapper is down, ten edits of a device become one call, not ten. A folded device call goes to the
+        end, so it still follows any model call queued with it; a folded model call keeps its place, so it still
+        precedes the device calls queued after it (a model depends on nothing).
         """
         kind = op.method.endswith("Model")
         pending = next(
@@ -105,13 +106,19 @@ class MapperLink:
                 self._queue.remove(pending)  # created and removed before the mapper heard of it
                 self.stats.coalesced += 2
                 return
+            folded: Op | None = None
             if created and updating:
-                self._queue.remove(pending)
-                self.stats.coalesced += 1
-                op = _as_create(op)
+                folded = _as_create(op)
             elif pending.method in ("UpdateDevice", "UpdateDeviceModel") and (updating or removing):
-                self._queue.remove(pending)
+                folded = op
+            if folded is not None:
                 self.stats.coalesced += 1
+                if kind:
+                    at = next(i for i, queued in enumerate(self._queue) if queued is pending)
+                    self._queue[at] = folded
+                    return
+                self._queue.remove(pending)
+                op = folded
         self._queue.append(op)
 
     def clear(self) -> None:
