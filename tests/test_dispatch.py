@@ -303,6 +303,25 @@ async def test_a_model_edited_while_queued_still_precedes_its_devices(make_agent
         assert mapper.calls[1].request.model.spec.properties[0].description == "edited while queued"
 
 
+async def test_a_duplicate_in_a_new_file_does_not_replace_the_served_device(make_agent: Any, sockdir: Path) -> None:
+    h = await make_agent()
+    msock = sockdir / "m.sock"
+    async with serve_mapper(msock) as mapper:
+        await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
+        crs.write(h.crs, "a.yaml", crs.model("thermo"), crs.device("dev-a", "thermo"))
+        await _settle(h)
+        served = h.agent.inventory.device(crs_key("dev-a"))
+        mapper.calls.clear()
+        # A copy with another desired value, in a file that sorts first (the validator blames the later file).
+        crs.write(h.crs, "0-copy.yaml", crs.device("dev-a", "thermo", desired="99"))
+        await _settle(h)
+        assert mapper.calls == []
+        assert h.agent.inventory.device(crs_key("dev-a")) == served
+        (h.crs / "0-copy.yaml").unlink()
+        await _settle(h)
+        assert mapper.calls == [] and h.agent.inventory.device(crs_key("dev-a")) == served
+
+
 def crs_key(name: str) -> Any:
     from dmi.resources import ObjectKey
 

@@ -119,6 +119,7 @@ class FolderSource:
                 ]
                 present.update(_identity(d) for d in self._good[file])
         self._last_served = []
+        self._one_per_identity(previous)
         self._log_issues(report)
         models: list[DeviceModelResource] = []
         devices: list[DeviceResource] = []
@@ -130,6 +131,22 @@ class FolderSource:
                     devices.append(parse_device(loaded.doc))
         origins = tuple(sorted((*_identity(d), file) for file, docs in self._good.items() for d in docs))
         return Contents(tuple(models), tuple(devices), report, origins)
+
+    def _one_per_identity(self, previous: Mapping[Identity, LoadedDocument]) -> None:
+        """One document per object: when two files define it, the one served so far stays (the validator names the
+        duplicate by file order, which can be the original); the other is dropped, and the validator said so."""
+        holders: dict[Identity, list[str]] = {}
+        for file, docs in self._good.items():
+            for doc in docs:
+                holders.setdefault(_identity(doc), []).append(file)
+        for ident, files in holders.items():
+            if len(files) < 2:
+                continue
+            served = previous.get(ident)
+            keep = served.file if served is not None and served.file in files else sorted(files)[0]
+            for file in files:
+                if file != keep:
+                    self._good[file] = [d for d in self._good[file] if _identity(d) != ident]
 
     def _log_issues(self, report: ValidationReport) -> None:
         lines = {str(issue) for issue in report.issues}
