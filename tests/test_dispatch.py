@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,19 @@ from tests.peers import RecordingMapper, register_request, serve_mapper
 async def _settle(h: Any) -> None:
     await h.agent.reload()
     await asyncio.wait_for(h.agent.settle(), 10)
+
+
+@contextlib.asynccontextmanager
+async def _serving_dev_a(h: Any, sockdir: Path) -> AsyncIterator[Any]:
+    """A recording mapper registered for testproto, serving dev-a (model thermo) from a.yaml; its calls so far
+    cleared."""
+    msock = sockdir / "m.sock"
+    async with serve_mapper(msock) as mapper:
+        await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
+        crs.write(h.crs, "a.yaml", crs.model("thermo"), crs.device("dev-a", "thermo"))
+        await _settle(h)
+        mapper.calls.clear()
+        yield mapper
 
 
 async def test_add_change_remove_reach_the_mapper_in_model_before_device_order(make_agent: Any, sockdir: Path) -> None:
@@ -66,12 +81,7 @@ async def test_the_folder_is_watched_without_reload(make_agent: Any, sockdir: Pa
 
 async def test_model_change_updates_model_and_devices_whose_merged_view_changed(make_agent: Any, sockdir: Path) -> None:
     h = await make_agent()
-    msock = sockdir / "m.sock"
-    async with serve_mapper(msock) as mapper:
-        await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
-        crs.write(h.crs, "a.yaml", crs.model("thermo"), crs.device("dev-a", "thermo"))
-        await _settle(h)
-        mapper.calls.clear()
+    async with _serving_dev_a(h, sockdir) as mapper:
         # protocolConfigData is not part of the model on the wire: only the device's merged view changes.
         changed = crs.model("thermo", protocolConfigData={"timeout": 500})
         crs.write(h.crs, "a.yaml", changed, crs.device("dev-a", "thermo"))
@@ -145,12 +155,7 @@ async def test_protocol_change_moves_the_device_between_mappers(make_agent: Any,
 
 async def test_broken_file_keeps_its_last_good_objects(make_agent: Any, sockdir: Path) -> None:
     h = await make_agent()
-    msock = sockdir / "m.sock"
-    async with serve_mapper(msock) as mapper:
-        await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
-        crs.write(h.crs, "a.yaml", crs.model("thermo"), crs.device("dev-a", "thermo"))
-        await _settle(h)
-        mapper.calls.clear()
+    async with _serving_dev_a(h, sockdir) as mapper:
         (h.crs / "a.yaml").write_text("apiVersion: devices.kubeedge.io/v1beta1\nkind: Device\nmetadata: {name: [\n")
         await _settle(h)
         assert mapper.calls == []  # nothing removed
@@ -305,13 +310,8 @@ async def test_a_model_edited_while_queued_still_precedes_its_devices(make_agent
 
 async def test_a_duplicate_in_a_new_file_does_not_replace_the_served_device(make_agent: Any, sockdir: Path) -> None:
     h = await make_agent()
-    msock = sockdir / "m.sock"
-    async with serve_mapper(msock) as mapper:
-        await h.stub.MapperRegister(register_request("m", "testproto", str(msock)))
-        crs.write(h.crs, "a.yaml", crs.model("thermo"), crs.device("dev-a", "thermo"))
-        await _settle(h)
+    async with _serving_dev_a(h, sockdir) as mapper:
         served = h.agent.inventory.device(crs_key("dev-a"))
-        mapper.calls.clear()
         # A copy with another desired value, in a file that sorts first (the validator blames the later file).
         crs.write(h.crs, "0-copy.yaml", crs.device("dev-a", "thermo", desired="99"))
         await _settle(h)
