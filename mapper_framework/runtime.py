@@ -47,6 +47,7 @@ class Twin:
     timestamp_ms: int = 0
     observed_desired: str = ""
     error: str = ""  # the last read error; the value above is then stale
+    error_kind: str = ""  # its exception type (a change of kind is logged again)
     failures: int = 0  # consecutive
     reads: int = 0
     errors: int = 0  # total
@@ -253,9 +254,11 @@ class DeviceRuntime:
             if isinstance(result, BaseException):
                 twin.failures += 1
                 twin.errors += 1
-                if twin.failures == 1:
+                kind = type(result).__name__
+                # Once per run of failures, and again when the cause changes kind (unreachable -> no answer).
+                if twin.failures == 1 or kind != twin.error_kind:
                     log.warning("device %s property %s: read failed: %s", self.spec, prop.name, result)
-                twin.error = str(result)
+                twin.error, twin.error_kind = str(result), kind
                 continue
             try:
                 text = fmt(result)
@@ -278,7 +281,7 @@ class DeviceRuntime:
                 )
             if twin.failures:
                 log.info("device %s property %s: reads recovered", self.spec, prop.name)
-                twin.error, twin.failures = "", 0
+                twin.error, twin.error_kind, twin.failures = "", "", 0
             twin.value = text
             twin.timestamp_ms = stamp
             twin.reads += 1

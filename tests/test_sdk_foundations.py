@@ -4,6 +4,7 @@ the device view built from what the agent sends, and the thread adapter for bloc
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -350,3 +351,35 @@ async def test_nan_never_passes_a_range() -> None:
         with pytest.raises(PropertyValueError, match="nan is not within the range of property t"):
             _check_range(prop, parse_value(text, "float"))
     _check_range(PropertySpec("u", "float", "ReadWrite", 1000, 1000, True), float("nan"))  # no range: no check
+
+
+async def test_a_read_failure_is_logged_once_and_again_when_its_cause_changes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from mapper_framework.runtime import DeviceRuntime
+    from tests.sdk_driver import FakeDevice, FakeDriver
+
+    causes: list[BaseException] = [ConnectionError("unreachable")] * 3 + [TimeoutError("no answer")] * 3
+
+    class Failing(FakeDriver):
+        async def read_many(self, visitors: list[Any]) -> list[Any]:
+            return [causes.pop(0) if causes else 1 for _ in visitors]
+
+    props = [{"name": "a", "collectCycle": 20, "visitors": {"protocolName": "testproto"}}]
+    model = parse_model(crs.model("thermo", properties=[{"name": "a", "type": "INT"}]))
+    spec = device_spec(device_to_proto(parse_device(crs.device("flaky", "thermo", properties=props)), model),
+                       model_to_proto(model))  # fmt: skip
+    runtime = DeviceRuntime(spec, Failing(FakeDevice()), lambda key, twins: None, lambda key, state: None)
+    caplog.set_level(logging.INFO)
+    runtime.start()
+    try:
+        while runtime.twins["a"].value != "1":
+            await asyncio.sleep(0.01)
+    finally:
+        await runtime.stop()
+    said = [r.getMessage() for r in caplog.records if "property a: read" in r.getMessage()]
+    assert said == [
+        "device default/flaky property a: read failed: unreachable",
+        "device default/flaky property a: read failed: no answer",
+        "device default/flaky property a: reads recovered",
+    ]
