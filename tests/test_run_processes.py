@@ -158,12 +158,14 @@ def test_values_desired_and_removal_across_real_processes(processes: Any) -> Non
     set_registers(dev_a, r0=216, r1=24)
     wait(lambda: twins(state, "dev-a").get("temperature", (None,))[0] == "216", what="dev-a still reporting")
     time.sleep(0.5)
-    # dev-b is gone from the agent's view (as a DeviceStatus is with its Device); its stored twin did not move.
+    # dev-b is gone, with its stored twins (as a DeviceStatus is with its Device), and its new register value was
+    # never reported: nothing of it came back.
     assert twins(state, "dev-b") == {}
     conn = connect(state / "agent.db", readonly=True)
-    assert {t.property: t.reported_value for t in read_twins(conn, ObjectKey("default", "dev-b"))}[
+    assert read_twins(conn, ObjectKey("default", "dev-b")) == []
+    assert {t.property: t.reported_value for t in read_twins(conn, ObjectKey("default", "dev-a"))}[
         "temperature"
-    ] == "180"
+    ] == "216"
     conn.close()
     assert mapper.poll() is None
 
