@@ -77,3 +77,34 @@ def test_twin_text_and_credentials_in_stream_uris() -> None:
     assert twin_text("Acme Corp. (EU)") == "Acme_Corp.__EU_"
     assert with_credentials("rtsp://10.0.0.5:554/s1", "admin", "p@ss:w") == "rtsp://admin:p%40ss%3Aw@10.0.0.5:554/s1"
     assert with_credentials("rtsp://u:p@10.0.0.5/s1", "admin", "x") == "rtsp://u:p@10.0.0.5/s1"
+
+
+def test_credentials_never_survive_in_an_error_text() -> None:
+    """ffmpeg echoes the URI it was given, whose password with_credentials percent-encoded."""
+    from mappers.onvif.driver import _scrub
+
+    secret = "p@ss w/rd:%41"
+    uri = with_credentials("rtsp://127.0.0.1:8554/stream", "admin", secret)
+    said = _scrub(f"saveVideo: ffmpeg failed: {uri}: Connection refused", secret)
+    assert said == "saveVideo: ffmpeg failed: rtsp://***@127.0.0.1:8554/stream: Connection refused"
+    assert _scrub(f"raw {secret} and rtsp://u:x@h/s", secret) == "raw *** and rtsp://***@h/s"
+
+
+@pytest.mark.parametrize(
+    ("password", "said", "hidden"),
+    [
+        ("/Hunter2!", "password: file named there does not exist", "Hunter2"),
+        ("${Hunter2}", "password: environment variable named there is not set", "Hunter2"),
+        ("env:CAMERA_PASSWORD_UNSET_X", "environment variable CAMERA_PASSWORD_UNSET_X is not set", ""),
+        ("/etc/no-such-camera-secret", "password: file /etc/no-such-camera-secret does not exist", ""),
+    ],
+)
+def test_a_password_source_is_named_only_when_it_cannot_be_a_typed_password(
+    password: str, said: str, hidden: str
+) -> None:
+    config = parse_config(OnvifProtocolConfig, {"url": "127.0.0.1:8000", "password": password}, "test")
+    with pytest.raises(ConfigError) as err:
+        config.secret()
+    assert said in str(err.value)
+    if hidden:
+        assert hidden not in str(err.value)

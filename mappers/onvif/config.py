@@ -82,7 +82,10 @@ class OnvifProtocolConfig:
             name = found.group(1) or found.group(2)
             value = os.environ.get(name)
             if value is None:
-                raise ConfigError(f"password: environment variable {name} is not set. Hint: set it for the mapper")
+                # A name is configuration, but this may be a password typed in by mistake: only a NAME_LIKE_THIS
+                # is echoed.
+                shown = name if re.fullmatch(r"[A-Z_][A-Z0-9_]*", name) else "named there"
+                raise ConfigError(f"password: environment variable {shown} is not set. Hint: set it for the mapper")
             return value
         if not (ref.startswith(("/", "./", "../", "~"))):
             # Never echo the value: it may be a password typed in by mistake.
@@ -91,12 +94,15 @@ class OnvifProtocolConfig:
                 " env:NAME; a password written into the CR is refused"
             )
         path = Path(ref).expanduser()
+        # A path is configuration, but this may be a password typed in by mistake ("/Hunter2!"): the path is echoed
+        # only when its folder exists, i.e. it names a real place.
+        shown = str(path) if path.parent.is_dir() and path.parent != Path("/") else "named there"
         try:
             return path.read_text().rstrip("\r\n")
         except FileNotFoundError:
-            raise ConfigError(f"password: file {path} does not exist. Hint: mount the Secret there") from None
+            raise ConfigError(f"password: file {shown} does not exist. Hint: mount the Secret there") from None
         except OSError as exc:
-            raise ConfigError(f"password: cannot read {path}: {exc.strerror}") from None
+            raise ConfigError(f"password: cannot read the file {shown}: {exc.strerror}") from None
 
 
 @dataclass(slots=True)

@@ -343,9 +343,20 @@ class OnvifDriver(Driver[OnvifProtocolConfig, OnvifVisitorConfig]):
         raise PermissionError(f"device {self.device} property {visitor.property_name}: {op} cannot be written")
 
 
+_URI_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+
+
 def _scrub(text: str, secret: str) -> str:
-    """Belt and braces: ffmpeg may echo a URI with credentials in its messages."""
-    return text.replace(secret, "***") if secret else text
+    """Belt and braces: ffmpeg echoes the URI it was given, credentials included (percent-encoded, as
+    :func:`with_credentials` writes them): every ``scheme://user:password@`` becomes ``scheme://***@``, and the
+    password itself, in either form, ``***``."""
+    from urllib.parse import quote
+
+    text = _URI_CREDENTIALS.sub(r"\1***@", text)
+    if secret:
+        for form in (secret, quote(secret, safe="")):
+            text = text.replace(form, "***")
+    return text
 
 
 __all__ = ["NotSupported", "OnvifDriver"]
