@@ -193,6 +193,22 @@ def test_retries_then_unhealthy_then_recovery() -> None:
     assert driver.read(H) == 55.0 and driver.state() == "ok"
 
 
+def test_a_backend_that_stops_answering_fails_the_whole_round(tmp_path: Path) -> None:
+    """An IIO file gone after a good reading: both properties of the round fail (humidity got the older reading,
+    as fresh, while temperature failed), and failures count toward unhealthy."""
+    iio_tree(tmp_path, temp="23500", humidity="41000")
+    clock = Clock()
+    driver = DhtDriver("default/dht", backend_factory=lambda _c: IioBackend(tmp_path), clock=clock, sleep=clock.sleep)
+    driver.connect(parse_config(DhtConfig, {"backend": "simulated", "failuresUnhealthy": 1}, "p"))
+    assert (driver.read(T), driver.read(H)) == (23.5, 41.0)
+    next(tmp_path.glob("iio:device*/in_temp_input")).unlink()
+    clock.now += 1.0
+    for visitor in (T, H):
+        with pytest.raises(SensorError, match="in_temp_input"):
+            driver.read(visitor)
+    assert driver.state() == "unhealthy"
+
+
 def test_config_errors_name_the_field() -> None:
     with pytest.raises(ConfigError, match="sensor: expected dht11 or dht22, got 'am2302'"):
         parse_config(DhtConfig, {"sensor": "am2302"}, "device default/dht protocol")

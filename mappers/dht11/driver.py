@@ -115,6 +115,7 @@ class DhtDriver(BlockingDriver[DhtConfig, DhtVisitor]):
                 raise self._last
             return self._last
         error: SensorError | None = None
+        attempt = 0
         for attempt in range(self._config.retries + 1):
             if attempt:
                 wait = self._last_attempt + self.interval_s - self._clock() if self._last_attempt else 0
@@ -127,12 +128,16 @@ class DhtDriver(BlockingDriver[DhtConfig, DhtVisitor]):
             except SensorError as exc:
                 error = exc
                 continue
+            except Exception as exc:  # the backend itself (a vanished IIO file...): no use asking again now
+                error = SensorError(str(exc))
+                break
             self.failures = 0
             self._last = reading
             return reading
         self.failures += 1
+        # Kept as this round's outcome: the other property of the round must fail too, not get an older reading.
         self._last = SensorError(
-            f"{self._config.sensor} on GPIO{self._config.pin}: {self._config.retries + 1} tries failed, last: {error}"
+            f"{self._config.sensor} on GPIO{self._config.pin}: {attempt + 1} tries failed, last: {error}"
         )
         raise self._last
 
