@@ -105,3 +105,19 @@ async def test_credentials_never_show_in_errors() -> None:
             pass
     assert "topsecret" not in str(caught.value) and "***@127.0.0.1:9" in str(caught.value)
     await hub.close()
+
+
+async def test_a_frame_from_an_earlier_decoder_run_is_never_served(clip: Path, tmp_path: Path) -> None:
+    """Once the decoder stopped (nobody watching, or the camera gone), a new consumer waits for a new frame: it got
+    the old one at once, even with the source gone (a 200 for a camera that is down; saveFrame's first frame old)."""
+    moved = tmp_path / "cam.mp4"
+    moved.write_bytes(clip.read_bytes())
+    hub = FrameHub(str(moved), label="device default/cam", idle_s=0.1, open_timeout_s=5)
+    [first] = await hub.take(1)
+    assert is_jpeg(first)
+    await asyncio.sleep(0.5)
+    assert not hub.running  # idle: stopped, its last frame still held
+    moved.unlink()  # the camera is gone
+    with pytest.raises(StreamError, match=r"device default/cam: stream .* failed"):
+        await hub.take(1)
+    await hub.close()

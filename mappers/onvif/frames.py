@@ -79,7 +79,8 @@ class FrameHub:
         self._acquire()
         self.stats.consumers += 1
         try:
-            seen = 0
+            # The newest frame at once when this decoder run has one, else the next frame to come.
+            seen = self._seq if self._latest is None else self._seq - 1
             while True:
                 async with self._changed:
                     deadline = self.open_timeout_s if self._seq == seen else 0
@@ -143,6 +144,8 @@ class FrameHub:
             self._idle_task = None
         if not self.running:
             self.stats.error = ""
+            # A frame from an earlier decoder run is old (the camera may even be gone): nobody gets it now.
+            self._latest = None
             self._task = asyncio.create_task(self._run(), name=f"frames-{self.label}")
 
     def _release(self) -> None:
