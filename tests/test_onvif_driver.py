@@ -223,3 +223,32 @@ async def test_stream_down_is_unhealthy_with_the_reason(password_file: Path, tmp
         await driver.close()
     finally:
         await server.close()
+
+
+async def test_a_stream_that_works_again_clears_unhealthy(password_file: Path, tmp_path: Path) -> None:
+    """A camera with no saveFrame/saveVideo property: a failed REST stream made it unhealthy for good (only a
+    capture cleared it). A stream that delivers again, or a new session after the camera was away, clears it."""
+    from mapper_framework.driver import StreamNotSupported
+
+    clip = tmp_path / "stream.mp4"  # not there yet: the stream fails
+    server = await serve_camera(spec(free_port(), str(clip)))
+    try:
+        driver = OnvifDriver("default/cam")
+        await driver.connect(protocol(server.port, str(password_file)))
+        with pytest.raises(StreamNotSupported):
+            async for _ in driver.frames(visitor("getURI")):
+                pass
+        assert await driver.state() == "unhealthy"
+        subprocess.run(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=640x480:rate=25",
+             "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", str(clip)],
+            check=True,
+        )  # fmt: skip
+        frames = driver.frames(visitor("getURI"))
+        async for _ in frames:
+            break
+        await frames.aclose()  # type: ignore[attr-defined]
+        assert await driver.state() == "ok"
+        await driver.close()
+    finally:
+        await server.close()

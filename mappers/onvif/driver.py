@@ -101,7 +101,8 @@ class OnvifDriver(Driver[OnvifProtocolConfig, OnvifVisitorConfig]):
             self._unreachable = str(exc)
             raise
         self.camera = camera
-        self._problem, self._unreachable = "", ""
+        # A new session: a stream error from before the camera went away says nothing about its stream now.
+        self._problem, self._unreachable, self._stream_error = "", "", ""
         self._retry_pause = AUTH_RETRY_FIRST_S
         log.info(
             "device %s: camera %s, %d profile(s), PTZ %s",
@@ -304,6 +305,7 @@ class OnvifDriver(Driver[OnvifProtocolConfig, OnvifVisitorConfig]):
         stream = hub.subscribe()
         try:
             async for frame in stream:
+                self._stream_error = ""  # the stream works (again)
                 yield frame
         except StreamError as exc:
             self._stream_error = str(exc)
