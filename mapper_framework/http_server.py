@@ -170,6 +170,10 @@ class HttpServer:
                 # drain() waits while a slow client's buffer is full: that client falls behind (its source
                 # skips frames for it), nobody else does.
                 await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # the source failed mid-stream (a camera gone): the status line is long sent
+            log.warning("a streamed answer ended early: %s", exc)
         finally:
             close = getattr(r.stream, "aclose", None)
             if close is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -98,3 +99,33 @@ async def test_head_and_http_1_0(server: HttpServer) -> None:
     assert status == 200 and int(headers["content-length"]) > 0 and body == b""
     status, headers, body = parse(await exchange(server.port, b"GET /hello/z HTTP/1.0\r\n\r\n"))
     assert status == 200 and headers["connection"] == "close" and json.loads(body) == {"hello": "z"}
+
+
+async def test_a_stream_whose_source_fails_ends_with_one_line_not_a_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    from collections.abc import AsyncIterator as Frames
+
+    from mapper_framework.driver import StreamNotSupported
+
+    async def source() -> Frames[bytes]:
+        yield b"part one"
+        raise StreamNotSupported("device default/cam: stream rtsp://***@cam/stream ended")
+
+    router = Router()
+
+    async def live(params: dict[str, str]) -> Response:
+        return Response(200, b"", "multipart/x-mixed-replace; boundary=x", source())
+
+    router.get("/live", live)
+    srv = HttpServer(router, "127.0.0.1", 0)
+    await srv.start()
+    try:
+        caplog.set_level(logging.WARNING)
+        data = await exchange(srv.port, b"GET /live HTTP/1.1\r\n\r\n")
+        assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"part one")
+        said = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert [r.getMessage() for r in said] == [
+            "a streamed answer ended early: device default/cam: stream rtsp://***@cam/stream ended"
+        ]
+        assert all(r.exc_info is None for r in said)
+    finally:
+        await srv.stop()
