@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from mapper_framework.driver import parse_config
+from mapper_framework.values import PropertyValueError
 from mappers.onvif.camera import AuthFailed, NotSupported, Unreachable
 from mappers.onvif.config import OnvifProtocolConfig, OnvifVisitorConfig
 from mappers.onvif.driver import OnvifDriver
@@ -124,6 +125,9 @@ async def test_ptz_positions_moves_and_stop(camera: Any, password_file: Path) ->
     assert await driver.read(visitor("pan", dataType="float")) > 0.5  # it moved right
     with pytest.raises(ValueError, match="ptzMove: 'sideways' is not a command"):
         await driver.write(visitor("ptzMove"), "sideways")
+    for outside in ("5,5,5", "nan,0,0", "0,0,-1.5"):  # velocities out of [-1,1] never reach the camera
+        with pytest.raises(PropertyValueError, match=r"each in \[-1,1\]"):
+            await driver.write(visitor("ptzMove"), outside)
     await driver.close()
 
 

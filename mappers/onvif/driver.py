@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mapper_framework.driver import ConfigError, Driver, StreamNotSupported
+from mapper_framework.values import PropertyValueError
 from mappers.onvif.camera import AuthFailed, Camera, CameraError, NotSupported, PtzPosition, Unreachable
 from mappers.onvif.capture import file_prefix, save_frames, save_videos
 from mappers.onvif.config import OnvifProtocolConfig, OnvifVisitorConfig
@@ -335,10 +337,12 @@ class OnvifDriver(Driver[OnvifProtocolConfig, OnvifVisitorConfig]):
                 try:
                     x, y, z = (float(v) for v in command.split(","))
                 except ValueError:
-                    raise ValueError(
+                    x = y = z = math.nan
+                if not all(-1.0 <= v <= 1.0 for v in (x, y, z)):  # NaN fails this too
+                    raise PropertyValueError(
                         f"ptzMove: {value!r} is not a command; use stop, left, right, up, down, zoomin, zoomout"
-                        " or a velocity 'pan,tilt,zoom' in [-1,1]"
-                    ) from None
+                        " or a velocity 'pan,tilt,zoom', each in [-1,1]"
+                    )
                 await self._guard(camera.continuous_move(profile, x, y, z))
             self._ptz = None
             return
