@@ -124,7 +124,7 @@ def run(
         if cfg.protocol != "dht11" or driver:
             fail("--pin and --backend are options of the shipped dht11 mapper")
         overrides = {k: v for k, v in (("pin", pin), ("backend", backend)) if v is not None}
-        _check_dht_backend(backend)
+        _check_dht_backend(backend, pin)
     try:
         factory = resolve_driver(driver) if driver else shipped_driver(cfg.protocol, overrides)
     except ValueError as exc:
@@ -133,13 +133,15 @@ def run(
     asyncio.run(_serve(cfg, factory))
 
 
-def _check_dht_backend(backend: str | None) -> None:
-    """Fail at once, in one line, when the chosen backend cannot work on this machine (not after a retry loop)."""
+def _check_dht_backend(backend: str | None, pin: int | None = None) -> None:
+    """Fail at once, in one line, when the chosen backend or pin cannot work (not after a retry loop)."""
     from mapper_framework.driver import ConfigError
     from mappers.dht11.backends import BackendUnavailable, check_adafruit
     from mappers.dht11.driver import DhtConfig
 
     try:
+        if pin is not None:
+            DhtConfig(pin=pin)
         DhtConfig(backend=backend or "auto")
         if backend == "adafruit":
             check_adafruit()

@@ -94,3 +94,8 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
     cfg = config_from_dict({"common": {"name": "m", "protocol": "p", "http_port": ""}})
     assert cfg.http_port == 7777 and str(cfg.socket_path) == "/etc/kubeedge/m.sock"
     assert str(cfg.edgecore_sock) == "/etc/kubeedge/dmi.sock" and cfg.rest.bind == "127.0.0.1"
+
+
+def test_a_dht11_pin_out_of_range_fails_at_once() -> None:
+    out = runner.invoke(app, ["run", "dht11", "--pin", "99"])
+    assert out.exit_code == 1 and "pin: 99 is not a BCM GPIO number (0-27)" in out.output
