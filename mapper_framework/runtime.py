@@ -152,6 +152,8 @@ class DeviceRuntime:
                 self._visitors[prop.name] = visitor
         except ConfigError as exc:
             self.error = str(exc)
+            for twin in self.twins.values():  # what the REST API shows for each property
+                twin.error = f"the device is not started: {exc}"
             log.error("%s; the device is not started. Hint: fix the Device CR's configData", exc)
             self._set_state("unhealthy")
             return

@@ -251,6 +251,7 @@ async def test_a_device_whose_config_was_refused_can_be_stopped() -> None:
     while runtime.state != "unhealthy":
         await asyncio.sleep(0.01)
     assert "configData.offset" in runtime.error
+    assert runtime.twins["a"].error.startswith("the device is not started: ")  # what the REST API shows
     await asyncio.wait_for(runtime.stop(), 5)
     assert driver.closed
 
