@@ -102,7 +102,10 @@ def _module_origin(package: str) -> str | None:
         return None
     if spec is None:
         return None
-    return spec.origin if spec.origin not in (None, "built-in", "frozen") else "built into Python"
+    if spec.origin is None:
+        locations = list(spec.submodule_search_locations or [])
+        return locations[0] if locations else "a namespace package"
+    return spec.origin if spec.origin not in ("built-in", "frozen") else "built into Python"
 
 
 def _check_target(target: Path, force: bool) -> Path:

@@ -382,6 +382,8 @@ class PushManager:
                 with contextlib.suppress(asyncio.CancelledError):
                     await dest.task
         await self._sink_sender_close()
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
         for link in self._mqtt.values():
             await asyncio.to_thread(link.close)
         if self._session is not None:
@@ -422,12 +424,16 @@ class PushManager:
         held: dict[int, tuple[Record, Any]] = {}
 
         async def send(batch: list[Record]) -> None:
-            for key in [k for k, (_rec, info) in held.items() if info.rc != 0 or info.is_published()]:
-                del held[key]  # acknowledged after its wait gave up, or paho's own (see _MqttLink.acknowledged)
+            in_batch = {id(rec) for rec in batch}
+            for key in [k for k, (_rec, info) in held.items() if k not in in_batch]:
+                del held[key]  # its record left the queue (delivered, or dropped by the queue bound)
             await link.ready()
             for done, rec in enumerate(batch):
                 try:
                     entry = held.get(id(rec))
+                    if entry is not None and entry[0] is rec and (entry[1].rc != 0 or entry[1].is_published()):
+                        del held[id(rec)]  # acknowledged after its wait gave up, or paho's own: delivered
+                        continue
                     if entry is None or entry[0] is not rec:
                         info = link.publish(topic, rec.payload(), qos, retained)
                         if qos == 0:

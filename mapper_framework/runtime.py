@@ -283,6 +283,7 @@ class DeviceRuntime:
                 )
             if twin.failures:
                 log.info("device %s property %s: reads recovered", self.spec, prop.name)
+            if twin.error:  # also one kept from before a restart (a refused configData, now fixed)
                 twin.error, twin.error_kind, twin.failures = "", "", 0
             twin.value = text
             twin.timestamp_ms = stamp

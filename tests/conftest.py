@@ -35,7 +35,9 @@ async def make_agent(sockdir: Path, tmp_path: Path) -> AsyncIterator[object]:
     """Start an in-process agent on a CR folder; returns a factory so tests can pre-fill the folder."""
     started: list[AgentHarness] = []
 
-    async def factory(rate_limit: tuple[float, int] | None = None, status_target: str = "devicestatus") -> AgentHarness:
+    async def factory(
+        rate_limit: tuple[float, int] | None = None, status_target: str = "devicestatus", forget_after_s: float = 30.0
+    ) -> AgentHarness:
         crs = tmp_path / "crs"
         crs.mkdir(exist_ok=True)
         config = AgentConfig(
@@ -46,6 +48,7 @@ async def make_agent(sockdir: Path, tmp_path: Path) -> AsyncIterator[object]:
             rate_limit=rate_limit,
             call_timeout=2.0,
             status_target="device" if status_target == "device" else "devicestatus",
+            forget_after_s=forget_after_s,
         )
         agent = Agent(config)
         await agent.start()

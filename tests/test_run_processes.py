@@ -158,11 +158,11 @@ def test_values_desired_and_removal_across_real_processes(processes: Any) -> Non
     set_registers(dev_a, r0=216, r1=24)
     wait(lambda: twins(state, "dev-a").get("temperature", (None,))[0] == "216", what="dev-a still reporting")
     time.sleep(0.5)
-    # dev-b is gone, with its stored twins (as a DeviceStatus is with its Device), and its new register value was
-    # never reported: nothing of it came back.
+    # dev-b is gone from the agent's view, and its new register value was never reported (its stored twins go after
+    # the agent's grace time, 30 s: tests/test_dispatch.py shows that).
     assert twins(state, "dev-b") == {}
     conn = connect(state / "agent.db", readonly=True)
-    assert read_twins(conn, ObjectKey("default", "dev-b")) == []
+    assert "999" not in {t.reported_value for t in read_twins(conn, ObjectKey("default", "dev-b"))}
     assert {t.property: t.reported_value for t in read_twins(conn, ObjectKey("default", "dev-a"))}[
         "temperature"
     ] == "216"

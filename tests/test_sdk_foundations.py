@@ -384,3 +384,36 @@ async def test_a_read_failure_is_logged_once_and_again_when_its_cause_changes(
         "device default/flaky property a: read failed: no answer",
         "device default/flaky property a: reads recovered",
     ]
+
+
+async def test_a_refused_config_fixed_in_the_cr_clears_the_error_it_left() -> None:
+    from mapper_framework.agent_client import Outbox
+    from mapper_framework.config import StateSettings
+    from mapper_framework.registry import DeviceRegistry
+    from tests.sdk_driver import FakeDevice, FakeDriver
+
+    registry = DeviceRegistry(lambda spec: FakeDriver(FakeDevice()), Outbox(), StateSettings())
+    model = parse_model(crs.model("thermo", properties=[{"name": "t", "type": "INT"}]))
+
+    def with_offset(offset: Any) -> Any:
+        props = [
+            {
+                "name": "t",
+                "collectCycle": 20,
+                "visitors": {"protocolName": "testproto", "configData": {"offset": offset}},
+            }
+        ]
+        return device_to_proto(parse_device(crs.device("fixme", "thermo", properties=props)), model)
+
+    try:
+        await registry.put_device(with_offset("bad"), model_to_proto(model))
+        runtime = registry.runtimes[("default", "fixme")]
+        while not runtime.twins["t"].error:
+            await asyncio.sleep(0.01)
+        await registry.put_device(with_offset(1))
+        runtime = registry.runtimes[("default", "fixme")]
+        while runtime.twins["t"].reads < 3:
+            await asyncio.sleep(0.01)
+        assert runtime.twins["t"].error == ""  # it said "the device is not started" for ever
+    finally:
+        await registry.remove_device("default", "fixme")

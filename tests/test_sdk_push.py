@@ -262,3 +262,48 @@ async def test_full_push_queue_drops_oldest_and_counts(run_mapper: Any) -> None:
     dest = next(iter(mapper.push.destinations.values()))
     assert len(dest.queue) <= 5
     await asyncio.sleep(0)
+
+
+async def test_an_mqtt_message_acknowledged_after_its_wait_gave_up_is_not_published_again() -> None:
+    """The ack lands during the backoff sleep, after the 5 s wait gave up: the retry sees it delivered."""
+    from mapper_framework.push import PartialSend, PushManager, Record
+
+    class Info:
+        rc = 0
+        published = False
+
+        def is_published(self) -> bool:
+            return self.published
+
+    class Link:
+        def __init__(self) -> None:
+            self.published: list[Info] = []
+
+        async def ready(self) -> None:
+            return None
+
+        def publish(self, topic: str, payload: bytes, qos: int, retained: bool) -> Info:
+            self.published.append(Info())
+            return self.published[-1]
+
+        async def acknowledged(self, info: Info) -> None:
+            if not info.published:
+                raise ConnectionError("broker did not acknowledge the publish")
+
+        def close(self) -> None:
+            return None
+
+    pm = PushManager()
+    link = Link()
+    pm._mqtt["tcp://broker:1883"] = link  # type: ignore[assignment]
+    send = pm._mqtt_sender("tcp://broker:1883", "t", 1, False)
+    batch = [Record("default", "d", "p", str(n), "int", n) for n in (1, 2)]
+    with pytest.raises(PartialSend) as failed:
+        await send(batch)
+    assert failed.value.done == 0 and len(link.published) == 1
+    link.published[0].published = True  # the broker answers, late
+    with pytest.raises(PartialSend) as second:  # the second record's ack does not come this time
+        await send(batch)
+    assert second.value.done == 1  # the first counts as delivered...
+    assert len(link.published) == 2  # ...and was not published again: only the second record was
+    await pm.close()

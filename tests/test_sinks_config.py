@@ -45,8 +45,11 @@ def test_mapper_validate_refuses_tdengine(tmp_path: Path) -> None:
             "mysql.mysqlClientConfig",
             "userName",
         ),
-        ({"dbMethod": {"influxdb2": {"influxdb2ClientConfig": {"url": "http://x"}}}}, "influxdb2.influxdb2ClientConfig",
-         "bucket"),
+        (
+            {"dbMethod": {"influxdb2": {"influxdb2ClientConfig": {"url": "http://x"}}}},
+            "influxdb2.influxdb2ClientConfig",
+            "bucket",
+        ),
     ],
 )
 def test_mapper_validate_wants_the_addresses(tmp_path: Path, push: dict[str, Any], where: str, field: str) -> None:

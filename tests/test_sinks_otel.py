@@ -26,9 +26,7 @@ async def receiver() -> AsyncIterator[OtlpReceiver]:
         await r.stop()
 
 
-async def test_gauges_with_names_values_and_attributes(
-    receiver: OtlpReceiver, make_agent: Any, sockdir: Path
-) -> None:
+async def test_gauges_with_names_values_and_attributes(receiver: OtlpReceiver, make_agent: Any, sockdir: Path) -> None:
     types = ["INT", "FLOAT", "BOOLEAN", "STRING"]
     push = {"otel": {"endpointURL": f"http://127.0.0.1:{receiver.port}"}}  # the OTLP path is added
     async with seq_mapper(make_agent, sockdir, [seq_device("dev-t", types, push)], types) as (mapper, _):

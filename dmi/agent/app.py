@@ -39,6 +39,8 @@ class AgentConfig:
     packing: Packing = "edgecore"
     rate_limit: tuple[float, int] | None = None
     poll_interval: float = 1.0
+    # How long a removed device or property must stay away before its twins are deleted (see _sync_cache).
+    forget_after_s: float = 30.0
     call_timeout: float = 5.0
     # Where reported twins show: a DeviceStatus object (KubeEdge >= 1.23) or the Device's .status (older).
     status_target: StatusTarget = "devicestatus"
@@ -81,6 +83,7 @@ class Agent:
         self._kube_client: Any = None
         self._listeners: list[Callable[[], None]] = []
         self._sync_tasks: set[asyncio.Task[None]] = set()
+        self._forget_tasks: set[asyncio.Task[None]] = set()
         self._origins_written: tuple[tuple[str, str, str, str], ...] | None = None
 
     def add_listener(self, callback: Callable[[], None]) -> None:
@@ -207,13 +210,31 @@ class Agent:
                 await self.store.sync_resources(upserts, deletes, int(time.time() * 1000))
             except Exception:  # the served inventory is right; only the restart cache is behind
                 log.exception("recording the served CRs in %s failed", self.store.path)
-        # What a device no longer has is no longer reported: the twins of removed properties and devices go.
+        # What a device no longer has is no longer reported: the twins of removed properties and devices go, once
+        # they have stayed away for forget_after_s. A snapshot can lack them for a moment (a cluster list of one
+        # kind answered before the other, a CR file caught mid-write), and deleting at once would lose them for good.
         drops: list[tuple[ObjectKey, frozenset[str] | None]] = [(k, None) for k in old.devices if k not in new.devices]
         for key, entry in new.devices.items():
             before = old.devices.get(key)
             if before is not None and before.property_names - entry.property_names:
                 drops.append((key, before.property_names - entry.property_names))
+        if drops:
+            task = asyncio.get_running_loop().create_task(self._forget_later(drops))
+            self._forget_tasks.add(task)
+            task.add_done_callback(self._forget_tasks.discard)
+
+    async def _forget_later(self, drops: list[tuple[ObjectKey, frozenset[str] | None]]) -> None:
+        await asyncio.sleep(self.config.forget_after_s)
         for key, props in drops:
+            entry = self.inventory.devices.get(key)
+            if props is None and entry is not None:
+                continue  # it came back
+            if props is not None:
+                if entry is None:
+                    continue  # the device went as a whole: its own drop covers it
+                props = props - entry.property_names
+                if not props:
+                    continue
             try:
                 await self.store.drop(key, props)
             except Exception:
@@ -249,6 +270,8 @@ class Agent:
             await asyncio.gather(*self._sync_tasks)
 
     async def stop(self) -> None:
+        for task in list(self._forget_tasks):
+            task.cancel()
         if self._source is not None:
             await self._source.stop()
         if self.kube_source is not None:

@@ -113,7 +113,7 @@ class MapperLink:
                 folded = op
             if folded is not None:
                 self.stats.coalesced += 1
-                if kind:
+                if kind and not removing:  # a removal keeps following the device calls queued before it
                     at = next(i for i, queued in enumerate(self._queue) if queued is pending)
                     self._queue[at] = folded
                     return

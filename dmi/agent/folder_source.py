@@ -143,7 +143,13 @@ class FolderSource:
             if len(files) < 2:
                 continue
             served = previous.get(ident)
-            keep = served.file if served is not None and served.file in files else sorted(files)[0]
+            origin = self._origins.get(ident) if self._origins is not None else None  # after a restart
+            if served is not None and served.file in files:
+                keep = served.file
+            elif origin in files:
+                keep = origin
+            else:
+                keep = sorted(files)[0]
             for file in files:
                 if file != keep:
                     self._good[file] = [d for d in self._good[file] if _identity(d) != ident]

@@ -98,6 +98,7 @@ class Endpoint:
         self._lock = asyncio.Lock()
         self._last_io = 0.0
         self._timed_out = False
+        self._timeouts = 0  # in a row, on this line
         self._drain_s = min(self.timeout_s, DRAIN_MAX_S)
         self._next_attempt = 0.0
         self._delay = BACKOFF_START_S
@@ -173,13 +174,17 @@ class Endpoint:
                 if not self._client.connected:
                     self._lost("no response, connection closed")
                     raise EndpointUnreachable(f"{self.name}: connection lost ({exc})") from None
-                self._timed_out = True
+                # Drain once per run of timeouts: a dead slave polled every round never answers late, and a
+                # quiet wait after each of its timeouts would double the bus time it costs the others.
+                self._timeouts += 1
+                self._timed_out = self._timeouts == 1
                 raise SlaveTimeout(
                     f"no response from slave {slave} at {self.name} within {self.timeout_s * 1000:.0f} ms for {what}"
                 ) from None
             finally:
                 if silence:  # only RTU keeps the bus quiet between frames
                     self._last_io = asyncio.get_running_loop().time()
+        self._timeouts = 0
         if response.isError():
             self.failures += 1
             code = int(getattr(response, "exception_code", 0))
