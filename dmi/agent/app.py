@@ -20,7 +20,7 @@ from dmi.agent.folder_source import Contents, FolderSource
 from dmi.agent.inventory import Inventory, diff
 from dmi.agent.ratelimit import TokenBucket
 from dmi.agent.service import DeviceManager
-from dmi.agent.store import AgentStore
+from dmi.agent.store import AgentStore, ResourceRow
 from dmi.anypack import Packing
 from dmi.resources import ObjectKey, is_kind, parse_device, parse_model
 
@@ -101,7 +101,8 @@ class Agent:
         self.store.start()
         await self.store.set_meta("status_target", self.config.status_target)
         # Start from what was served last time: changes made while the agent was down reach the mappers.
-        self.inventory = self._cached_inventory()
+        served = self.store.resources()  # read once: the cached inventory and the folder's last good versions
+        self.inventory = self._cached_inventory(served)
         for record in self.store.mappers():
             if record.with_data and record.address:
                 await self.dispatcher.attach(record)
@@ -110,7 +111,7 @@ class Agent:
                 self.config.devices_dir,
                 self._apply,
                 self.config.poll_interval,
-                last_served=[row.doc for row in self.store.resources()],
+                last_served=[row.doc for row in served],
                 origins=self._folder_origins(),
             )
             self._apply(await asyncio.to_thread(self._source.load))
@@ -151,9 +152,9 @@ class Agent:
         )
         self.status_writer.start()
 
-    def _cached_inventory(self) -> Inventory:
+    def _cached_inventory(self, rows: list[ResourceRow]) -> Inventory:
         models, devices = [], []
-        for row in self.store.resources():
+        for row in rows:
             if is_kind(row.doc, "DeviceModel"):
                 models.append(parse_model(row.doc))
             elif is_kind(row.doc, "Device"):
